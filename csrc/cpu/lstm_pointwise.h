@@ -1,0 +1,72 @@
+// Per-step pointwise kernels of the CPU LSTM, as a table of plain functions.
+//
+// The same template source (lstm_pointwise_kernels.h) is compiled once per
+// instruction set (DEFAULT, AVX2, AVX512); `pointwise_kernels<T>()` returns the
+// table for the best set this CPU supports, following ATen's own choice (so the
+// ATEN_CPU_CAPABILITY environment variable caps it the same way).
+//
+// Every kernel works on one time step, on rows [0, rows) of the active batch and
+// on hidden columns [j0, j1) of each row, so callers can split a step across
+// threads by rows or, at small batch, by columns. Strides are in elements.
+#pragma once
+
+#include <cstdint>
+
+namespace fused_lstm::cpu {
+
+template <typename T>
+struct ForwardStep {
+  // In:  gates [rows, 4H] (stride gates_ld) pre-activations a_i, a_f, a_g, a_o.
+  //      c     [rows, H]  (stride c_ld)     previous cell state.
+  // Out: gates <- activated i, f, g, o (only if save_gates; else untouched).
+  //      c     <- new cell state (in place).
+  //      c_out [rows, H] (stride c_out_ld)  copy of the new cell state, or null.
+  //      h     [rows, H] (stride h_ld)      h = o * tanh(c).
+  //      h2    [rows, H] (stride h2_ld)     second copy of h, or null.
+  T* gates; int64_t gates_ld;
+  T* c; int64_t c_ld;
+  T* c_out; int64_t c_out_ld;
+  T* h; int64_t h_ld;
+  T* h2; int64_t h2_ld;
+  bool save_gates;
+};
+
+template <typename T>
+struct BackwardStep {
+  // In:  act    [rows, 4H] (stride act_ld)  activated gates i, f, g, o of this step.
+  //      c      [rows, H]  (stride c_ld)    cell state of this step.
+  //      c_prev [rows, H]  (stride c_prev_ld) cell state of the previous step.
+  //      dh     [rows, H]  (stride dh_ld)   dL/dh of this step ...
+  //      dh2    [rows, H]  (stride dh2_ld)  ... plus this, or null.
+  //      dc     [rows, H]  (stride dc_ld)   dL/dc from the next step.
+  // Out: dc     <- dL/dc_prev (in place).
+  //      dgates [rows, 4H] (stride dgates_ld) dL/d(pre-activation gates).
+  const T* act; int64_t act_ld;
+  const T* c; int64_t c_ld;
+  const T* c_prev; int64_t c_prev_ld;
+  const T* dh; int64_t dh_ld;
+  const T* dh2; int64_t dh2_ld;
+  T* dc; int64_t dc_ld;
+  T* dgates; int64_t dgates_ld;
+};
+
+template <typename T>
+struct PointwiseKernels {
+  void (*forward)(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
+  void (*backward)(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
+  const char* isa;
+};
+
+template <typename T>
+const PointwiseKernels<T>& pointwise_kernels();
+
+// One getter per compiled instruction set; null where the set was not built.
+#define FUSED_LSTM_DECLARE_VARIANT(NAME)                     \
+  const PointwiseKernels<float>* pointwise_kernels_f32_##NAME(); \
+  const PointwiseKernels<double>* pointwise_kernels_f64_##NAME();
+FUSED_LSTM_DECLARE_VARIANT(DEFAULT)
+FUSED_LSTM_DECLARE_VARIANT(AVX2)
+FUSED_LSTM_DECLARE_VARIANT(AVX512)
+#undef FUSED_LSTM_DECLARE_VARIANT
+
+}  // namespace fused_lstm::cpu

@@ -1,0 +1,49 @@
+// Pointwise kernels built for AVX2. Only the functions defined below the pragma
+// use AVX2 instructions, and they are reached only after the runtime check in
+// lstm_pointwise_dispatch.cpp, so the library still loads on older CPUs.
+//
+// Headers whose inline code must stay baseline are included before the pragma.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <c10/util/irange.h>
+
+#include "lstm_pointwise.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2")
+// The pragma does not define the feature macros that sleef.h and ATen's vec
+// headers test, so define the ones matching the target list.
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#ifndef __BMI__
+#define __BMI__ 1
+#endif
+#ifndef __BMI2__
+#define __BMI2__ 1
+#endif
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#include "lstm_pointwise_kernels.h"
+
+FUSED_LSTM_DEFINE_VARIANT(AVX2)
+#else
+namespace fused_lstm::cpu {
+const PointwiseKernels<float>* pointwise_kernels_f32_AVX2() { return nullptr; }
+const PointwiseKernels<double>* pointwise_kernels_f64_AVX2() { return nullptr; }
+}  // namespace fused_lstm::cpu
+#endif

@@ -1,0 +1,107 @@
+// Vectorized bodies of the per-step pointwise kernels (see lstm_pointwise.h).
+//
+// Included once by each lstm_pointwise_<isa>.cpp, after that file has set the
+// target instruction set and defined CPU_CAPABILITY / CPU_CAPABILITY_<ISA>, so
+// at::vec::Vectorized<T> is the matching width and exp/tanh go to Sleef.
+// Everything here sits in a namespace named after the instruction set, so the
+// variants never share a symbol.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+
+#include "../lstm_gate_math.h"
+#include "lstm_pointwise.h"
+
+namespace fused_lstm::cpu {
+namespace CPU_CAPABILITY {
+
+using at::vec::Vectorized;
+
+template <typename T>
+inline Vectorized<T> vec_sigmoid(const Vectorized<T>& a) {
+  const Vectorized<T> one(T(1));
+  return one / (one + a.neg().exp());
+}
+
+template <typename T>
+void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    T* gi = s.gates + r * s.gates_ld;
+    T* gf = gi + H;
+    T* gg = gi + 2 * H;
+    T* go = gi + 3 * H;
+    T* c = s.c + r * s.c_ld;
+    T* c_out = s.c_out ? s.c_out + r * s.c_out_ld : nullptr;
+    T* h = s.h + r * s.h_ld;
+    T* h2 = s.h2 ? s.h2 + r * s.h2_ld : nullptr;
+    for (int64_t j = j0; j < j1; j += W) {
+      const int64_t n = std::min<int64_t>(W, j1 - j);
+      const V i = vec_sigmoid(V::loadu(gi + j, n));
+      const V f = vec_sigmoid(V::loadu(gf + j, n));
+      const V g = V::loadu(gg + j, n).tanh();
+      const V o = vec_sigmoid(V::loadu(go + j, n));
+      const V c_new = lstm_cell_state(i, f, g, V::loadu(c + j, n));
+      const V h_new = lstm_hidden(o, c_new.tanh());
+      c_new.store(c + j, n);
+      if (c_out) c_new.store(c_out + j, n);
+      h_new.store(h + j, n);
+      if (h2) h_new.store(h2 + j, n);
+      if (s.save_gates) {
+        i.store(gi + j, n);
+        f.store(gf + j, n);
+        g.store(gg + j, n);
+        o.store(go + j, n);
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_step(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* ai = s.act + r * s.act_ld;
+    const T* c = s.c + r * s.c_ld;
+    const T* c_prev = s.c_prev + r * s.c_prev_ld;
+    const T* dh = s.dh + r * s.dh_ld;
+    const T* dh2 = s.dh2 ? s.dh2 + r * s.dh2_ld : nullptr;
+    T* dc = s.dc + r * s.dc_ld;
+    T* dgi = s.dgates + r * s.dgates_ld;
+    for (int64_t j = j0; j < j1; j += W) {
+      const int64_t n = std::min<int64_t>(W, j1 - j);
+      V dh_total = V::loadu(dh + j, n);
+      if (dh2) dh_total = dh_total + V::loadu(dh2 + j, n);
+      V d_ai, d_af, d_ag, d_ao, dc_prev;
+      lstm_gate_grads(V::loadu(ai + j, n), V::loadu(ai + H + j, n), V::loadu(ai + 2 * H + j, n),
+                      V::loadu(ai + 3 * H + j, n), V::loadu(c_prev + j, n), V::loadu(c + j, n).tanh(),
+                      dh_total, V::loadu(dc + j, n), d_ai, d_af, d_ag, d_ao, dc_prev);
+      d_ai.store(dgi + j, n);
+      d_af.store(dgi + H + j, n);
+      d_ag.store(dgi + 2 * H + j, n);
+      d_ao.store(dgi + 3 * H + j, n);
+      dc_prev.store(dc + j, n);
+    }
+  }
+}
+
+template <typename T>
+const PointwiseKernels<T>* kernel_table(const char* isa) {
+  static const PointwiseKernels<T> table{&forward_step<T>, &backward_step<T>, isa};
+  return &table;
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace fused_lstm::cpu
+
+#define FUSED_LSTM_DEFINE_VARIANT(NAME)                                         \
+  namespace fused_lstm::cpu {                                                   \
+  const PointwiseKernels<float>* pointwise_kernels_f32_##NAME() {               \
+    return CPU_CAPABILITY::kernel_table<float>(#NAME);                          \
+  }                                                                             \
+  const PointwiseKernels<double>* pointwise_kernels_f64_##NAME() {              \
+    return CPU_CAPABILITY::kernel_table<double>(#NAME);                         \
+  }                                                                             \
+  }

@@ -1,0 +1,52 @@
+// The CPU time loops of one LSTM layer direction, on raw row-major buffers.
+//
+// The binding (lstm_cpu.cpp) does the whole-sequence work around these loops:
+// the input projection of all steps before the forward loop, and the weight
+// and input gradients after the backward loop. The loops hold what must run
+// step by step: one recurrent GEMM and one fused pointwise pass per step, with
+// no allocation inside.
+#pragma once
+
+#include "../lstm_layer_args.h"
+
+namespace fused_lstm::cpu {
+
+template <typename T>
+struct ForwardLoop {
+  const T* w_hh;   // [4H, Hout]
+  const T* w_hr;   // [Hout, H] or null
+  T* gates;        // [N, 4H] in: x @ w_ih^T + biases; out: activated gates if save
+  T* h;            // [B, Hout] in: h0; out: h_n (the running state)
+  T* c;            // [B, H]    in: c0; out: c_n
+  T* y;            // [N, Hout] out
+  T* cells;        // [N, H] out: c after every step, or null (inference)
+  T* h_raw;        // [B, H] workspace when projecting, else null
+};
+
+template <typename T>
+void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f);
+
+template <typename T>
+struct BackwardLoop {
+  const T* w_hh;    // [4H, Hout]
+  const T* w_hr;    // [Hout, H] or null
+  const T* grad_y;  // [N, Hout]
+  const T* gates;   // [N, 4H] activated gates saved by forward
+  const T* cells;   // [N, H] cell states saved by forward
+  const T* c0;      // [B, H]
+  T* dh;            // [B, Hout] in: grad_h_n; out: grad_h0
+  T* dc;            // [B, H]    in: grad_c_n; out: grad_c0
+  T* dgates;        // [N, 4H] out: dL/d(gate pre-activations)
+  T* dh_total;      // [N, Hout] out: dL/dh of every step (projection only), else null
+  T* dh_raw;        // [B, H] workspace (projection only), else null
+};
+
+template <typename T>
+void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b);
+
+// Time index of the k-th step a direction processes.
+inline int64_t step_time(const LayerArgs& a, bool reverse, int64_t k) {
+  return reverse ? a.T - 1 - k : k;
+}
+
+}  // namespace fused_lstm::cpu

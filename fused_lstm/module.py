@@ -1,0 +1,276 @@
+"""FusedLSTM: nn.LSTM's interface, parameters and numbers, on the fused op."""
+
+import math
+import numbers
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .ops import lstm_layer
+
+
+class FusedLSTM(nn.Module):
+    """Drop-in replacement for :class:`torch.nn.LSTM`.
+
+    Same constructor, parameter names, shapes, order and initialisation, so a
+    ``state_dict`` moves between the two with ``strict=True``. Each layer
+    direction runs as one fused op over the whole sequence. Unlike nn.LSTM it is
+    an ordinary module to ``torch.compile(fullgraph=True)`` and ``torch.export``,
+    and it supports double backward and backward in eval mode on every device.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
+                or isinstance(dropout, bool)):
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             "probability of an element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero "
+                "dropout expects num_layers greater than 1, but got "
+                f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
+        for name, value, kind in (("bias", bias, bool), ("batch_first", batch_first, bool),
+                                  ("input_size", input_size, int),
+                                  ("hidden_size", hidden_size, int)):
+            if not isinstance(value, kind):
+                raise TypeError(f"{name} should be of type {kind.__name__}, "
+                                f"got: {type(value).__name__}")
+        if input_size <= 0:
+            raise ValueError("input_size must be greater than zero")
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable "
+                             "projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        factory = {"device": device, "dtype": dtype}
+        directions = 2 if bidirectional else 1
+        real_hidden = proj_size if proj_size > 0 else hidden_size
+        # Parameter names in nn.LSTM's registration order, per layer and direction.
+        self._all_weights: List[List[str]] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else real_hidden * directions
+            for direction in range(directions):
+                sfx = f"_l{layer}{'_reverse' if direction == 1 else ''}"
+                shapes = [("weight_ih" + sfx, (4 * hidden_size, layer_input)),
+                          ("weight_hh" + sfx, (4 * hidden_size, real_hidden))]
+                if bias:
+                    shapes += [("bias_ih" + sfx, (4 * hidden_size,)),
+                               ("bias_hh" + sfx, (4 * hidden_size,))]
+                if proj_size > 0:
+                    shapes += [("weight_hr" + sfx, (proj_size, hidden_size))]
+                for name, shape in shapes:
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
+                self._all_weights.append([name for name, _ in shapes])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """No-op, kept so code written for nn.LSTM runs unchanged."""
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        return s.format(**self.__dict__)
+
+    @classmethod
+    def from_lstm(cls, lstm: nn.LSTM) -> "FusedLSTM":
+        """A FusedLSTM with `lstm`'s configuration, and its parameters copied."""
+        first = next(lstm.parameters())
+        fused = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias,
+                    lstm.batch_first, lstm.dropout, lstm.bidirectional, lstm.proj_size,
+                    device=first.device, dtype=first.dtype)
+        fused.load_state_dict(lstm.state_dict(), strict=True)
+        fused.train(lstm.training)
+        return fused
+
+    # ---- argument checks, with nn.LSTM's exception types and messages ----
+
+    def _check_input(self, x: Tensor, batch_sizes: Optional[Tensor]) -> None:
+        w = self.weight_ih_l0
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(
+                f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). "
+                f"Convert input: input.to({w.dtype}), or convert model: model.to({x.dtype})")
+        expected_dim = 2 if batch_sizes is not None else 3
+        if x.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
+        if x.size(-1) != self.input_size:
+            raise RuntimeError("input.size(-1) must be equal to input_size. "
+                               f"Expected {self.input_size}, got {x.size(-1)}")
+        if x.device != w.device:
+            raise RuntimeError(f"Input and parameter tensors are not at the same device, found "
+                               f"input tensor at {x.device} and parameter tensor at {w.device}")
+
+    def _check_hidden(self, hx: Tuple[Tensor, Tensor], batch: int, x: Tensor) -> None:
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        for k, (t, size) in enumerate(((hx[0], real_hidden), (hx[1], self.hidden_size))):
+            expected = (layers, batch, size)
+            if t.size() != expected:
+                raise RuntimeError(f"Expected hidden[{k}] size {expected}, got {list(t.size())}")
+            if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise RuntimeError(f"Expected hidden[{k}] dtype {x.dtype} (the input's), "
+                                   f"got {t.dtype}")
+            if t.device != x.device:
+                raise RuntimeError(f"Input and hidden tensors are not at the same device, found "
+                                   f"input tensor at {x.device} and hidden tensor at {t.device}")
+
+    # ---- forward ----
+
+    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            x, batch_sizes, sorted_indices, unsorted_indices = input
+            batch = int(batch_sizes[0]) if batch_sizes.numel() else 0
+            is_batched = True
+        else:
+            x, batch_sizes, sorted_indices, unsorted_indices = input, None, None, None
+            if x.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.dim()}D instead")
+            is_batched = x.dim() == 3
+            if not is_batched:
+                x = x.unsqueeze(0 if self.batch_first else 1)
+            batch = x.size(0) if self.batch_first else x.size(1)
+        self._check_input(x, batch_sizes)
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                n = len(hx) if isinstance(hx, (tuple, list)) else 1
+                # nn.LSTM fails with IndexError on fewer than two, RuntimeError on more.
+                raise (IndexError if n < 2 else RuntimeError)(
+                    f"lstm expects two hidden states (h0, c0), got {n}")
+            if not packed:
+                want = 3 if is_batched else 2
+                if hx[0].dim() != want or hx[1].dim() != want:
+                    raise RuntimeError(
+                        f"For {'batched 3-D' if is_batched else 'unbatched 2-D'} input, hx and cx "
+                        f"should also be {want}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) "
+                        "tensors")
+                if not is_batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+            self._check_hidden(hx, batch, x)
+            if sorted_indices is not None:
+                hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
+        if not packed:
+            if x.size(1 if self.batch_first else 0) == 0:
+                raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+            if self.batch_first:
+                x = x.transpose(0, 1)
+
+        y, h_n, c_n = self._run_layers(x, batch_sizes, hx, batch)
+
+        if packed:
+            out = PackedSequence(y, batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                h_n = h_n.index_select(1, unsorted_indices)
+                c_n = c_n.index_select(1, unsorted_indices)
+            return out, (h_n, c_n)
+        if self.batch_first:
+            y = y.transpose(0, 1)
+        if not is_batched:
+            y = y.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return y, (h_n, c_n)
+
+    def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
+                    hx: Optional[Tuple[Tensor, Tensor]], batch: int):
+        """All layers and directions. x: [T, B, I] or packed [N, I]."""
+        directions = 2 if self.bidirectional else 1
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        weights = self.all_weights
+        dtype = x.dtype
+        if torch.is_autocast_enabled(x.device.type):
+            # Run where nn.LSTM runs under autocast: in the autocast dtype.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            weights = [[w.to(dtype) for w in ws] for ws in weights]
+        x = x.to(dtype)
+        if hx is None:
+            shape = (self.num_layers * directions, batch)
+            h0_all = x.new_zeros(shape + (real_hidden,))
+            c0_all = x.new_zeros(shape + (self.hidden_size,))
+        else:
+            h0_all, c0_all = hx[0].to(dtype), hx[1].to(dtype)
+        h_n: List[Tensor] = []
+        c_n: List[Tensor] = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                ws = weights[k]
+                w_ih, w_hh = ws[0], ws[1]
+                b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
+                w_hr = ws[-1] if self.proj_size > 0 else None
+                y, h, c = lstm_layer(layer_input, batch_sizes, h0_all[k], c0_all[k], w_ih, w_hh,
+                                     b_ih, b_hh, w_hr, direction == 1)
+                outputs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+def convert(model: nn.Module) -> nn.Module:
+    """Replace every nn.LSTM inside `model` (or `model` itself) with a FusedLSTM.
+
+    Parameters are copied, so outputs are unchanged. Returns the model; when
+    `model` is itself an nn.LSTM the new FusedLSTM is returned.
+    """
+    if isinstance(model, nn.LSTM):
+        return FusedLSTM.from_lstm(model)
+    for name, child in model.named_children():
+        if isinstance(child, nn.LSTM):
+            setattr(model, name, FusedLSTM.from_lstm(child))
+        else:
+            convert(child)
+    return model

@@ -1,0 +1,71 @@
+"""Shared test helpers: paired modules, random inputs, error measures."""
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from fused_lstm import FusedLSTM
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Max absolute difference, relative to the largest magnitude of `want`."""
+    scale = want.detach().abs().max().clamp_min(1e-30)
+    return ((got.detach() - want.detach()).abs().max() / scale).item()
+
+
+def make_pair(dtype=torch.float32, seed=None, **cfg):
+    """An nn.LSTM with fresh random weights and a FusedLSTM holding the same ones."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    ref = nn.LSTM(dtype=dtype, **cfg)
+    with torch.no_grad():  # wider than the default init, so every gate saturates somewhere
+        for p in ref.parameters():
+            p.uniform_(-0.6, 0.6)
+    fused = FusedLSTM(dtype=dtype, **cfg)
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    return ref, fused
+
+
+def flat_outputs(out):
+    """Flatten (output, (h_n, c_n)) to a list of tensors (PackedSequence -> its data)."""
+    y, (h, c) = out
+    if isinstance(y, PackedSequence):
+        y = y.data
+    return [y, h, c]
+
+
+def grads_of(module, out, inputs, grad_outs):
+    """Gradients of sum(out_k * grad_out_k) w.r.t. inputs + every parameter of module."""
+    outs = flat_outputs(out)
+    wrt = [t for t in inputs if t is not None] + list(module.parameters())
+    loss = sum((o * g).sum() for o, g in zip(outs, grad_outs))
+    return torch.autograd.grad(loss, wrt)
+
+
+def assert_same_run(ref, fused, x, hx=None, tol=None, check_grads=True):
+    """Run both modules on the same inputs and compare outputs and all gradients."""
+    def call(m):
+        return m(x) if hx is None else m(x, hx)
+
+    out_r, out_f = call(ref), call(fused)
+    flat_r, flat_f = flat_outputs(out_r), flat_outputs(out_f)
+    dtype = flat_r[0].dtype
+    tol = TOL[dtype] if tol is None else tol
+    for name, a, b in zip(("output", "h_n", "c_n"), flat_f, flat_r):
+        assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} vs nn.LSTM {tuple(b.shape)}"
+        assert a.dtype == b.dtype, f"{name}: dtype {a.dtype} vs nn.LSTM {b.dtype}"
+        err = rel_err(a, b)
+        assert err <= tol, f"{name}: relative error {err:.3g} > {tol:g}"
+    if not check_grads:
+        return
+    grad_outs = [torch.randn_like(t) for t in flat_r]
+    xin = x.data if isinstance(x, PackedSequence) else x
+    inputs = [xin] + (list(hx) if hx is not None else [])
+    g_r = grads_of(ref, out_r, inputs, grad_outs)
+    g_f = grads_of(fused, out_f, inputs, grad_outs)
+    names = ["input", "h0", "c0"][: len(inputs)] + [n for n, _ in fused.named_parameters()]
+    for name, a, b in zip(names, g_f, g_r):
+        err = rel_err(a, b)
+        assert err <= tol, f"grad of {name}: relative error {err:.3g} > {tol:g}"

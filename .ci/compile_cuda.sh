@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Compile-only check of the CUDA kernels: builds every csrc/cuda/*.cu for
+# sm_80 and sm_90 with warnings as errors, and throws the objects away.
+# The kernels include no torch headers, so this needs only the CUDA toolkit.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+nvcc="${NVCC:-nvcc}"
+
+if ! command -v "$nvcc" >/dev/null 2>&1; then
+  echo "compile_cuda: nvcc not found; skipping the CUDA compile check."
+  exit 0
+fi
+
+echo "compile_cuda: $("$nvcc" --version | tail -n 1)"
+
+shopt -s nullglob
+sources=("$root"/csrc/cuda/*.cu)
+if [ "${#sources[@]}" -eq 0 ]; then
+  echo "compile_cuda: no .cu files under csrc/cuda"
+  exit 0
+fi
+
+out_dir="$(mktemp -d)"
+trap 'rm -rf "$out_dir"' EXIT
+
+# The -D flags are the ones torch.utils.cpp_extension passes to nvcc, so the
+# kernels must build without implicit half/bfloat16 conversions and operators.
+flags=(
+  -std=c++17
+  -O2
+  -gencode arch=compute_80,code=sm_80
+  -gencode arch=compute_90,code=sm_90
+  --Werror all-warnings
+  -Xcompiler -Wall,-Wextra,-Werror,-fPIC
+  -D__CUDA_NO_HALF_OPERATORS__
+  -D__CUDA_NO_HALF_CONVERSIONS__
+  -D__CUDA_NO_BFLOAT16_CONVERSIONS__
+  -D__CUDA_NO_HALF2_OPERATORS__
+  --expt-relaxed-constexpr
+  -I "$root/csrc"
+)
+
+for src in "${sources[@]}"; do
+  rel="${src#"$root"/}"
+  echo "compile_cuda: nvcc -c $rel (sm_80, sm_90)"
+  "$nvcc" "${flags[@]}" -c "$src" -o "$out_dir/$(basename "$src").o"
+done
+
+echo "compile_cuda: OK (${#sources[@]} file(s))"

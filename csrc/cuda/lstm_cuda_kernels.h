@@ -1,0 +1,138 @@
+// Per-step pointwise CUDA kernels of the fused LSTM, behind plain launchers.
+//
+// This header and lstm_cuda_kernels.cu depend on the CUDA toolkit only (no
+// torch headers), so they compile with nvcc on any machine. The GEMMs live in
+// the binding (lstm_cuda.cpp), which hands raw device pointers in here.
+//
+// Conventions shared by every launcher:
+//   - Matrices are row-major; `*_ld` is the row stride in elements, columns are
+//     contiguous. Gate rows are 4H wide in PyTorch order i, f, g, o.
+//   - `acc_t` is the compute/state type: float (for float, half and bfloat16
+//     layers) or double. `out_t` is the layer's output type: float, __half,
+//     __nv_bfloat16 or double.
+//   - Optional outputs/inputs are skipped when their pointer is null.
+//   - rows == 0 or a zero width launches nothing and returns cudaSuccess.
+//   - The launch is queued on `stream`; the return value is the launch status
+//     (cudaGetLastError), not the kernel's completion.
+//   - Index arithmetic is 64-bit throughout.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace fused_lstm::cuda {
+
+// One forward time step over the first `rows` rows of the active batch.
+//
+// In:  gates  [rows, 4H] (ld gates_ld)  pre-activations a_i, a_f, a_g, a_o
+//                                       (x W_ih^T + h_prev W_hh^T + biases).
+//      c      [rows, H]  (ld c_ld)      previous cell state.
+// Out: gates  <- activated i, f, g, o   (only if save_gates; else untouched).
+//      c      <- new cell state         (in place).
+//      c_save [rows, H]  (ld c_save_ld) copy of the new cell state, or null.
+//      h      [rows, H]  (ld h_ld)      h = o * tanh(c) in acc_t, or null.
+//      y      [rows, H]  (ld y_ld)      the same h rounded to out_t, or null.
+// The caller points h at the recurrent state (no projection) or at an h_raw
+// buffer (projection: the projected state comes from a GEMM afterwards).
+template <typename acc_t, typename out_t>
+cudaError_t lstm_forward_pointwise(
+    int64_t rows, int64_t H,
+    acc_t* gates, int64_t gates_ld,
+    acc_t* c, int64_t c_ld,
+    acc_t* c_save, int64_t c_save_ld,
+    acc_t* h, int64_t h_ld,
+    out_t* y, int64_t y_ld,
+    bool save_gates,
+    cudaStream_t stream);
+
+// One backward time step over the first `rows` rows of the active batch.
+//
+// In:  act    [rows, 4H] (ld act_ld)    activated gates i, f, g, o of this step.
+//      c      [rows, H]  (ld c_ld)      cell state after this step.
+//      c_prev [c_prev_rows, H] (ld c_prev_ld)  cell state before this step for
+//                                       rows [0, c_prev_rows) ...
+//      c_init [rows, H]  (ld c_init_ld) ... and for rows [c_prev_rows, rows)
+//                                       (row r read at row r; the initial state
+//                                       c0 of rows that start at this step).
+//                                       May be null when c_prev_rows == rows.
+//      dh     [rows, H]  (ld dh_ld)     dL/dh_raw of this step ...
+//      dh2    [rows, H]  (ld dh2_ld)    ... plus this, or null.
+//      dc     [rows, H]  (ld dc_ld)     dL/dc from the next step.
+// Out: dc     <- dL/dc_prev             (in place).
+//      dgates [rows, 4H] (ld dgates_ld) dL/d(pre-activation gates).
+template <typename acc_t>
+cudaError_t lstm_backward_pointwise(
+    int64_t rows, int64_t H,
+    const acc_t* act, int64_t act_ld,
+    const acc_t* c, int64_t c_ld,
+    const acc_t* c_prev, int64_t c_prev_ld, int64_t c_prev_rows,
+    const acc_t* c_init, int64_t c_init_ld,
+    const acc_t* dh, int64_t dh_ld,
+    const acc_t* dh2, int64_t dh2_ld,
+    acc_t* dc, int64_t dc_ld,
+    acc_t* dgates, int64_t dgates_ld,
+    cudaStream_t stream);
+
+// Recomputes the unprojected hidden output from what forward saved.
+//
+// In:  act [rows, 4H] (ld act_ld)  activated gates (only o is read).
+//      c   [rows, H]  (ld c_ld)    cell state.
+// Out: h   [rows, H]  (ld h_ld)    h_raw = o * tanh(c), bitwise what the
+//                                  forward kernel produced.
+template <typename acc_t>
+cudaError_t lstm_hidden_from_saved(
+    int64_t rows, int64_t H,
+    const acc_t* act, int64_t act_ld,
+    const acc_t* c, int64_t c_ld,
+    acc_t* h, int64_t h_ld,
+    cudaStream_t stream);
+
+// Row gather with a fallback source (builds h_prev of every packed step).
+//
+// In:  index [rows]              int64 on the device; index[r] >= 0 picks
+//                                src row index[r], index[r] < 0 picks alt row
+//                                -index[r] - 1.
+//      src   [*, cols] (ld src_ld)
+//      alt   [*, cols] (ld alt_ld)
+// Out: dst   [rows, cols] (ld dst_ld)
+template <typename acc_t>
+cudaError_t lstm_gather_rows(
+    int64_t rows, int64_t cols,
+    const int64_t* index,
+    const acc_t* src, int64_t src_ld,
+    const acc_t* alt, int64_t alt_ld,
+    acc_t* dst, int64_t dst_ld,
+    cudaStream_t stream);
+
+// Instantiated in lstm_cuda_kernels.cu for exactly these types.
+extern template cudaError_t lstm_forward_pointwise<float, float>(
+    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
+    float*, int64_t, bool, cudaStream_t);
+extern template cudaError_t lstm_forward_pointwise<float, __half>(
+    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
+    __half*, int64_t, bool, cudaStream_t);
+extern template cudaError_t lstm_forward_pointwise<float, __nv_bfloat16>(
+    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
+    __nv_bfloat16*, int64_t, bool, cudaStream_t);
+extern template cudaError_t lstm_forward_pointwise<double, double>(
+    int64_t, int64_t, double*, int64_t, double*, int64_t, double*, int64_t, double*, int64_t,
+    double*, int64_t, bool, cudaStream_t);
+
+#define FUSED_LSTM_DECLARE_ACC(T)                                                        \
+  extern template cudaError_t lstm_backward_pointwise<T>(                                \
+      int64_t, int64_t, const T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, \
+      const T*, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T*, int64_t,  \
+      cudaStream_t);                                                                     \
+  extern template cudaError_t lstm_hidden_from_saved<T>(                                 \
+      int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, cudaStream_t); \
+  extern template cudaError_t lstm_gather_rows<T>(                                       \
+      int64_t, int64_t, const int64_t*, const T*, int64_t, const T*, int64_t, T*, int64_t, \
+      cudaStream_t);
+FUSED_LSTM_DECLARE_ACC(float)
+FUSED_LSTM_DECLARE_ACC(double)
+#undef FUSED_LSTM_DECLARE_ACC
+
+}  // namespace fused_lstm::cuda

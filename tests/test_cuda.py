@@ -1,0 +1,416 @@
+"""The CUDA kernels: FusedLSTM against cuDNN's nn.LSTM, reduced precision against
+float64, gradcheck, opcheck, determinism, streams and device checks.
+
+Skipped as a whole without a visible GPU or without the CUDA kernels in the build.
+"""
+
+import itertools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device available", allow_module_level=True)
+
+fused_lstm = pytest.importorskip("fused_lstm")
+if not getattr(fused_lstm, "cuda_available", lambda: False)():
+    pytest.skip("fused_lstm was built without its CUDA kernels", allow_module_level=True)
+
+from torch import nn  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
+
+from fused_lstm import FusedLSTM  # noqa: E402
+from helpers import assert_same_run, flat_outputs, make_pair, rel_err  # noqa: E402
+
+DEVICE = "cuda"
+OPS = torch.ops.fused_lstm
+F32_TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def exact_float32_matmul():
+    """Full float32 GEMMs on both sides (no TF32), restored afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def state(layers, directions, batch, size, dtype=torch.float32, requires_grad=True):
+    return torch.randn(layers * directions, batch, size, device=DEVICE, dtype=dtype,
+                       requires_grad=requires_grad)
+
+
+# ---------------------------------------------------------------------------
+# float32 parity with cuDNN
+# ---------------------------------------------------------------------------
+
+GRID = list(itertools.product(
+    [1, 2, 3],          # num_layers
+    [False, True],      # bidirectional
+    [False, True],      # batch_first
+    [True, False],      # bias
+    [0, 3],             # proj_size
+    [False, True],      # hx given
+))
+
+
+@pytest.mark.parametrize("layers,bidir,batch_first,bias,proj,with_hx", GRID)
+def test_parity_with_cudnn(layers, bidir, batch_first, bias, proj, with_hx):
+    T, B, I, H = 7, 4, 5, 6
+    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=I, hidden_size=H,
+                           num_layers=layers, bias=bias, batch_first=batch_first,
+                           bidirectional=bidir, proj_size=proj)
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), device=DEVICE, requires_grad=True)
+    hx = None
+    if with_hx:
+        D = 2 if bidir else 1
+        hx = (state(layers, D, B, proj or H), state(layers, D, B, H))
+    assert_same_run(ref, fused, x, hx, tol=F32_TOL)
+
+
+@pytest.mark.parametrize("proj", [0, 40])
+def test_parity_with_cudnn_wide_layers(proj):
+    # More than one block along the hidden columns (H > 256) and along the rows.
+    T, B, I, H = 9, 37, 50, 300
+    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=I, hidden_size=H,
+                           num_layers=2, bidirectional=True, proj_size=proj)
+    with torch.no_grad():  # keep pre-activations O(1) at this width
+        for p in list(ref.parameters()) + list(fused.parameters()):
+            p.mul_(0.1)
+    x = torch.randn(T, B, I, device=DEVICE, requires_grad=True)
+    hx = (state(2, 2, B, proj or H), state(2, 2, B, H))
+    assert_same_run(ref, fused, x, hx, tol=F32_TOL)
+
+
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("proj", [0, 2])
+def test_parity_with_cudnn_unbatched(with_hx, proj):
+    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=3, hidden_size=5,
+                           num_layers=2, bidirectional=True, proj_size=proj)
+    x = torch.randn(6, 3, device=DEVICE, requires_grad=True)
+    hx = None
+    if with_hx:
+        hx = (torch.randn(4, proj or 5, device=DEVICE, requires_grad=True),
+              torch.randn(4, 5, device=DEVICE, requires_grad=True))
+    assert_same_run(ref, fused, x, hx, tol=F32_TOL)
+
+
+@pytest.mark.parametrize("bidir", [False, True])
+@pytest.mark.parametrize("proj", [0, 3])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_parity_with_cudnn_packed_unsorted(bidir, proj, with_hx):
+    lengths = torch.tensor([3, 7, 1, 5, 7, 2])  # unsorted, with ties; stays on the CPU
+    B, I, H, layers = len(lengths), 4, 5, 2
+    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=I, hidden_size=H,
+                           num_layers=layers, bidirectional=bidir, proj_size=proj,
+                           batch_first=True)
+    padded = torch.randn(B, int(lengths.max()), I, device=DEVICE)
+    x = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+    x.data.requires_grad_(True)
+    hx = None
+    if with_hx:
+        D = 2 if bidir else 1
+        hx = (state(layers, D, B, proj or H), state(layers, D, B, H))
+    assert_same_run(ref, fused, x, hx, tol=F32_TOL)
+
+
+# ---------------------------------------------------------------------------
+# float16 / bfloat16: error against float64 no worse than twice that of nn.LSTM
+# on CUDA at the same dtype (cuDNN, or ATen's own kernels where cuDNN is not used)
+# ---------------------------------------------------------------------------
+
+REDUCED_CASES = [
+    dict(num_layers=1),
+    dict(num_layers=2, bidirectional=True),
+    dict(num_layers=2, proj_size=8, bias=False),
+    dict(num_layers=2, bidirectional=True, batch_first=True, packed=True),
+]
+REDUCED_IDS = ["1layer", "2layers-bidir", "proj-nobias", "packed-bidir"]
+
+
+def run_with_grads(module, x, hx, lengths, grad_outs, batch_first):
+    """Outputs and gradients (input, h0, c0, every parameter) of one module, by name."""
+    x = x.detach().requires_grad_(True)
+    h0, c0 = (t.detach().requires_grad_(True) for t in hx)
+    inp = x
+    if lengths is not None:
+        inp = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+    outs = flat_outputs(module(inp, (h0, c0)))
+    names, params = zip(*module.named_parameters())
+    grads = torch.autograd.grad(outs, [x, h0, c0, *params],
+                                [g.to(o.device, o.dtype) for o, g in zip(outs, grad_outs)])
+    result = dict(zip(["output", "h_n", "c_n"], outs))
+    result.update(zip(["grad input", "grad h0", "grad c0"] + [f"grad {n}" for n in names],
+                      grads))
+    return result
+
+
+@pytest.mark.parametrize("case", REDUCED_CASES, ids=REDUCED_IDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_reduced_precision_error_at_most_twice_nn_lstm(dtype, case):
+    torch.manual_seed(0)
+    cfg = dict(case)
+    packed = cfg.pop("packed", False)
+    T, B, I, H = 12, 6, 16, 32
+    cfg.update(input_size=I, hidden_size=H)
+    cudnn, fused = make_pair(dtype, device=DEVICE, **cfg)  # nn.LSTM on CUDA, FusedLSTM
+    # The float64 reference holds exactly the (already rounded) low-precision weights.
+    ref = nn.LSTM(dtype=torch.float64, **cfg)
+    ref.load_state_dict({k: v.to("cpu", torch.float64) for k, v in cudnn.state_dict().items()})
+
+    batch_first = cfg.get("batch_first", False)
+    D = 2 if cfg.get("bidirectional", False) else 1
+    L, Hout = cfg["num_layers"], cfg.get("proj_size", 0) or H
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), device=DEVICE).to(dtype)
+    hx = (torch.randn(L * D, B, Hout, device=DEVICE).to(dtype),
+          torch.randn(L * D, B, H, device=DEVICE).to(dtype))
+    lengths = torch.tensor([12, 5, 9, 1, 12, 7]) if packed else None
+
+    with torch.no_grad():
+        probe = flat_outputs(fused(
+            pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+            if packed else x, hx))
+    grad_outs = [torch.randn(o.shape, device=DEVICE).to(dtype) for o in probe]
+
+    want = run_with_grads(ref, x.double().cpu(), [t.double().cpu() for t in hx], lengths,
+                          grad_outs, batch_first)
+    got_cudnn = run_with_grads(cudnn, x, hx, lengths, grad_outs, batch_first)
+    got_fused = run_with_grads(fused, x, hx, lengths, grad_outs, batch_first)
+    floor = torch.finfo(dtype).eps
+    for name, w in want.items():
+        f, c = got_fused[name], got_cudnn[name]
+        assert f.dtype == dtype and f.shape == c.shape, name
+        err_f = rel_err(f.double().cpu(), w)
+        err_c = rel_err(c.double().cpu(), w)
+        assert err_f <= 2 * err_c + floor, (
+            f"{name}: relative error {err_f:.3g} vs float64, nn.LSTM's is {err_c:.3g}")
+
+
+# ---------------------------------------------------------------------------
+# float64 gradcheck on the GPU
+# ---------------------------------------------------------------------------
+
+GRADCHECK_CASES = [
+    dict(num_layers=2, bidirectional=True),
+    dict(proj_size=2, bias=False),
+    dict(num_layers=2, bidirectional=True, proj_size=2, packed=True),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=["bidir", "proj-nobias", "packed-proj"])
+def test_gradcheck_module_float64(case):
+    torch.manual_seed(0)
+    cfg = dict(case)
+    packed = cfg.pop("packed", False)
+    T, B, I, H = 4, 3, 3, 4
+    m = FusedLSTM(I, H, device=DEVICE, dtype=torch.float64, **cfg)
+    names = [n for n, _ in m.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
+    D = 2 if cfg.get("bidirectional", False) else 1
+    L, Hout = cfg.get("num_layers", 1), cfg.get("proj_size", 0) or H
+    g = dict(device=DEVICE, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(T, B, I, **g)
+    h0, c0 = torch.randn(L * D, B, Hout, **g), torch.randn(L * D, B, H, **g)
+    lengths = torch.tensor([4, 2, 3])
+
+    def f(x, h0, c0, *ps):
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        out = torch.func.functional_call(m, dict(zip(names, ps)), (inp, (h0, c0)))
+        return tuple(flat_outputs(out))
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+
+
+def layer_args(dtype=torch.float64, T=5, B=3, I=4, H=5, proj=0, bias=True, packed=False,
+               requires_grad=True):
+    """Random CUDA arguments of lstm_layer_forward (without reverse/need_backward)."""
+    g = dict(dtype=dtype, device=DEVICE, requires_grad=requires_grad)
+    Hout = proj or H
+    if packed:
+        batch_sizes = torch.tensor(sorted(torch.randint(1, B + 1, (T,)).tolist(), reverse=True))
+        batch_sizes[0] = B  # int64, on the CPU
+        x = torch.randn(int(batch_sizes.sum()), I, **g)
+    else:
+        batch_sizes = None
+        x = torch.randn(T, B, I, **g)
+
+    def weight(*shape):
+        return (torch.rand(*shape, dtype=dtype, device=DEVICE) - 0.5).requires_grad_(
+            requires_grad)
+
+    return [
+        x, batch_sizes,
+        torch.randn(B, Hout, **g), torch.randn(B, H, **g),
+        weight(4 * H, I), weight(4 * H, Hout),
+        torch.randn(4 * H, **g) if bias else None,
+        torch.randn(4 * H, **g) if bias else None,
+        weight(Hout, H) if proj else None,
+    ]
+
+
+CASES = [dict(), dict(proj=2), dict(bias=False), dict(packed=True), dict(packed=True, proj=3)]
+IDS = ["dense", "proj", "nobias", "packed", "packed-proj"]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gradcheck_op_float64(case, reverse):
+    torch.manual_seed(1)
+    args = layer_args(**case)
+
+    def f(*tensors):
+        it = iter(tensors)
+        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
+        return OPS.lstm_layer_forward(*full, reverse, True)[:3]
+
+    tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
+    assert torch.autograd.gradcheck(f, tensors)
+
+
+# ---------------------------------------------------------------------------
+# opcheck on CUDA
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("need_backward", [False, True])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_opcheck_forward(case, reverse, need_backward):
+    torch.manual_seed(2)
+    args = layer_args(dtype=torch.float32, **case)
+    torch.library.opcheck(OPS.lstm_layer_forward, (*args, reverse, need_backward))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_opcheck_forward_reduced_precision(dtype):
+    torch.manual_seed(3)
+    args = layer_args(dtype=dtype, requires_grad=False, proj=2)
+    torch.library.opcheck(OPS.lstm_layer_forward, (*args, False, True))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_opcheck_backward(case, reverse):
+    torch.manual_seed(4)
+    args = layer_args(dtype=torch.float32, requires_grad=False, **case)
+    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, reverse, True)
+    grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
+    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, gates, cells, reverse))
+
+
+def test_saved_buffers_shapes_and_dtypes():
+    args = layer_args(dtype=torch.float16, requires_grad=False)
+    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, False, True)
+    assert y.dtype == h_n.dtype == c_n.dtype == torch.float16
+    assert gates.dtype == cells.dtype == torch.float32  # saved in float32 for 16-bit inputs
+    assert gates.shape == (15, 20) and cells.shape == (15, 5)
+    assert all(t.device == args[0].device for t in (y, h_n, c_n, gates, cells))
+    _, _, _, gates, cells = OPS.lstm_layer_forward(*args, False, False)
+    assert gates.numel() == 0 and cells.numel() == 0
+
+
+# ---------------------------------------------------------------------------
+# determinism, streams, devices
+# ---------------------------------------------------------------------------
+
+def run_once(module, x, hx, grad_outs):
+    x = x.detach().requires_grad_(True)
+    hx = tuple(t.detach().requires_grad_(True) for t in hx)
+    outs = flat_outputs(module(x, hx))
+    grads = torch.autograd.grad(outs, [x, *hx, *module.parameters()], grad_outs)
+    return [o.detach() for o in outs] + list(grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_bitwise_deterministic(dtype, packed):
+    torch.manual_seed(5)
+    T, B, I, H = 10, 5, 8, 16
+    _, fused = make_pair(dtype, device=DEVICE, input_size=I, hidden_size=H, num_layers=2,
+                         bidirectional=True, proj_size=4)
+    x = torch.randn(T, B, I, device=DEVICE).to(dtype)
+    hx = (torch.randn(4, B, 4, device=DEVICE).to(dtype),
+          torch.randn(4, B, H, device=DEVICE).to(dtype))
+    lengths = torch.tensor([10, 3, 7, 10, 1])
+
+    def once():
+        xin = x.detach().requires_grad_(True)
+        inp = pack_padded_sequence(xin, lengths, enforce_sorted=False) if packed else xin
+        h0, c0 = (t.detach().requires_grad_(True) for t in hx)
+        outs = flat_outputs(fused(inp, (h0, c0)))
+        grad_outs = [torch.linspace(-1, 1, o.numel(), device=DEVICE).view_as(o).to(dtype)
+                     for o in outs]
+        grads = torch.autograd.grad(outs, [xin, h0, c0, *fused.parameters()], grad_outs)
+        return [o.detach() for o in outs] + list(grads)
+
+    first, second = once(), once()
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_runs_on_the_current_stream():
+    torch.manual_seed(6)
+    _, fused = make_pair(torch.float32, device=DEVICE, input_size=4, hidden_size=8, num_layers=2)
+    x = torch.randn(6, 3, 4, device=DEVICE)
+    hx = (state(2, 1, 3, 8, requires_grad=False), state(2, 1, 3, 8, requires_grad=False))
+    grad_outs = [torch.randn(6, 3, 8, device=DEVICE), torch.randn(2, 3, 8, device=DEVICE),
+                 torch.randn(2, 3, 8, device=DEVICE)]
+    expected = run_once(fused, x, hx, grad_outs)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        got = run_once(fused, x, hx, grad_outs)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_runs_on_a_non_current_device():
+    torch.manual_seed(7)
+    ref, fused = make_pair(torch.float32, device="cuda:1", input_size=4, hidden_size=6,
+                           bidirectional=True)
+    with torch.cuda.device(0):
+        x = torch.randn(5, 2, 4, device="cuda:1", requires_grad=True)
+        assert_same_run(ref, fused, x, tol=F32_TOL)
+
+
+def test_module_mixed_devices_raise_like_nn_lstm():
+    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=3, hidden_size=4)
+    x_cpu = torch.randn(5, 2, 3)
+    for m in (ref, fused):
+        with pytest.raises(RuntimeError, match="device"):
+            m(x_cpu)
+    x = torch.randn(5, 2, 3, device=DEVICE)
+    hx_cpu = (torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+    for m in (ref, fused):
+        with pytest.raises(RuntimeError, match="device"):
+            m(x, hx_cpu)
+
+
+@pytest.mark.parametrize("which", [0, 2, 3, 4, 6], ids=["x", "h0", "c0", "w_ih", "b_ih"])
+def test_op_rejects_a_cpu_tensor_among_cuda_ones(which):
+    torch.manual_seed(8)
+    args = layer_args(dtype=torch.float32, requires_grad=False)
+    args[which] = args[which].cpu()
+    with pytest.raises(RuntimeError, match=r"same CUDA device.*cpu"):
+        OPS.lstm_layer_forward(*args, False, False)
+
+
+def test_op_backward_rejects_a_cpu_gradient():
+    torch.manual_seed(9)
+    args = layer_args(dtype=torch.float32, requires_grad=False)
+    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, False, True)
+    grads = [torch.randn_like(y).cpu(), torch.randn_like(h_n), torch.randn_like(c_n)]
+    with pytest.raises(RuntimeError, match=r"grad_y is on cpu"):
+        OPS.lstm_layer_backward(*grads, *args, y, gates, cells, False)
+
+
+def test_packed_batch_sizes_must_stay_on_the_cpu():
+    torch.manual_seed(10)
+    args = layer_args(dtype=torch.float32, requires_grad=False, packed=True)
+    args[1] = args[1].to(DEVICE)
+    with pytest.raises(RuntimeError, match="batch_sizes"):
+        OPS.lstm_layer_forward(*args, False, False)

@@ -36,4 +36,19 @@ inline at::ScalarType compute_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
 }
 
+// A contiguous copy in the compute dtype that the caller may overwrite.
+inline at::Tensor fresh(const at::Tensor& t, at::ScalarType dtype) {
+  return at::empty(t.sizes(), t.options().dtype(dtype)).copy_(t);
+}
+
+// A contiguous view or copy in the compute dtype, read-only.
+inline at::Tensor as_compute(const at::Tensor& t, at::ScalarType dtype) {
+  return t.to(dtype).contiguous();
+}
+
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 }  // namespace fused_lstm

@@ -1,16 +1,17 @@
 // CPU binding of the fused_lstm ops: turns tensors into the time loops of
-// lstm_time_loop.cpp and does the whole-sequence GEMMs around them through ATen.
+// lstm_time_loop.cpp and runs the whole-sequence GEMMs around them.
 //
 // float16/bfloat16 inputs run in float32 (gates, cells and accumulation) and
-// are rounded back to the input dtype on the way out.
+// are rounded back to the input dtype on the way out. The saved gates are in
+// the blocked column order of lstm_time_loop.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include <cstring>
 #include <tuple>
 
 #include "../lstm_layer_args.h"
+#include "cpu_gemm.h"
 #include "lstm_time_loop.h"
 
 namespace fused_lstm::cpu {
@@ -20,22 +21,33 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// A contiguous copy in the compute dtype that the caller may overwrite.
-Tensor fresh(const Tensor& t, at::ScalarType dtype) {
-  return at::empty(t.sizes(), t.options().dtype(dtype)).copy_(t);
-}
-
-// A contiguous view or copy in the compute dtype, read-only.
-Tensor as_compute(const Tensor& t, at::ScalarType dtype) { return t.to(dtype).contiguous(); }
-
-template <typename T>
-T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
 void check_cpu(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "fused_lstm CPU kernel: expected tensors on the CPU, got ",
               x.device());
+}
+
+// Index tensors mapping between the natural [i; f; g; o] gate order and the
+// blocked order: natural.index_select(0, to_blocked) is blocked, and
+// blocked.index_select(0, to_natural) is natural.
+struct GateOrder {
+  Tensor to_blocked, to_natural, o_columns;  // o_columns: blocked column of o for each unit
+};
+
+GateOrder gate_order(int64_t H) {
+  const std::vector<int64_t> order = blocked_gate_order(H);
+  const int64_t G = 4 * H;
+  Tensor to_blocked = at::empty({G}, at::kLong);
+  Tensor to_natural = at::empty({G}, at::kLong);
+  Tensor o_columns = at::empty({H}, at::kLong);
+  int64_t* tb = to_blocked.data_ptr<int64_t>();
+  int64_t* tn = to_natural.data_ptr<int64_t>();
+  int64_t* oc = o_columns.data_ptr<int64_t>();
+  for (int64_t col = 0; col < G; ++col) {
+    tb[col] = order[col];
+    tn[order[col]] = col;
+    if (order[col] >= 3 * H) oc[order[col] - 3 * H] = col;
+  }
+  return {to_blocked, to_natural, o_columns};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
@@ -47,56 +59,39 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
   const auto dt = x.scalar_type();
   const auto ct = compute_dtype(dt);
   const auto opts = x.options().dtype(ct);
+  const int64_t G = 4 * a.H;
+  const GateOrder order = gate_order(a.H);
 
-  // gates: [N, 4H] = x @ w_ih^T + b_ih + b_hh, for all steps in one GEMM.
-  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
-  Tensor gates = at::empty({a.N, 4 * a.H}, opts);
-  if (a.has_bias) {
-    at::addmm_out(gates, as_compute(*b_ih, ct) + as_compute(*b_hh, ct), x2,
-                  as_compute(w_ih, ct).t());
-  } else {
-    at::mm_out(gates, x2, as_compute(w_ih, ct).t());
-  }
-  Tensor h = fresh(h0, ct);                     // h: [B, Hout], becomes h_n
-  Tensor c = fresh(c0, ct);                     // c: [B, H], becomes c_n
-  Tensor y = at::empty({a.N, a.Hout}, opts);    // y: [N, Hout]
+  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});                                   // [N, I]
+  const Tensor w_ih_t = as_compute(w_ih, ct).index_select(0, order.to_blocked).t().contiguous();
+  const Tensor w_hh_t = as_compute(w_hh, ct).index_select(0, order.to_blocked).t().contiguous();
+  const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
+  const Tensor h0_c = as_compute(h0, ct);
+  // gates: [N, 4H] blocked = b_ih + b_hh + x @ w_ih^T, for all steps at once.
+  Tensor gates = a.has_bias
+      ? (as_compute(*b_ih, ct) + as_compute(*b_hh, ct)).index_select(0, order.to_blocked)
+            .expand({a.N, G}).contiguous()
+      : at::empty({a.N, G}, opts);
+  Tensor c = fresh(c0, ct);                  // c: [B, H], becomes c_n
+  Tensor y = at::empty({a.N, a.Hout}, opts);  // y: [N, Hout]
+  Tensor h_n = fresh(h0, ct);                // h_n: [B, Hout]
   Tensor cells = at::empty({need_backward ? a.N : 0, a.H}, opts);  // cells: [N, H]
-  const Tensor w_hh_c = as_compute(w_hh, ct);
-  const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();
   const Tensor h_raw = a.has_proj ? at::empty({a.B, a.H}, opts) : Tensor();  // [B, H]
 
   AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_forward_cpu", [&] {
-    ForwardLoop<scalar_t> f{w_hh_c.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w_hr_c),
-                            gates.data_ptr<scalar_t>(),  h.data_ptr<scalar_t>(),
-                            c.data_ptr<scalar_t>(),      y.data_ptr<scalar_t>(),
-                            need_backward ? cells.data_ptr<scalar_t>() : nullptr,
-                            ptr_or_null<scalar_t>(h_raw)};
-    lstm_forward_loop<scalar_t>(a, reverse, f);
+    using T = scalar_t;
+    parallel_gemm_nn<T>(a.N, G, a.I, x2.data_ptr<T>(), a.I, w_ih_t.data_ptr<T>(), G,
+                        gates.data_ptr<T>(), G, a.has_bias);
+    ForwardLoop<T> f{w_hh_t.data_ptr<T>(), ptr_or_null<T>(w_hr_t), h0_c.data_ptr<T>(),
+                     gates.data_ptr<T>(),  c.data_ptr<T>(),        y.data_ptr<T>(),
+                     need_backward ? cells.data_ptr<T>() : nullptr, ptr_or_null<T>(h_raw)};
+    lstm_forward_loop<T>(a, reverse, f);
+    gather_final_hidden<T>(a, reverse, y.data_ptr<T>(), h_n.data_ptr<T>());
   });
 
-  if (!need_backward) gates = at::empty({0, 4 * a.H}, opts);
+  if (!need_backward) gates = at::empty({0, G}, opts);
   if (!a.packed) y = y.view({a.T, a.B, a.Hout});
-  return {y.to(dt), h.to(dt), c.to(dt), gates, cells};
-}
-
-// h_prev: [N, Hout], the state each row of each step started from: y of the
-// previous step in this direction's order, or h0 where the row starts fresh.
-template <typename T>
-void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev) {
-  const int64_t Hout = a.Hout;
-  for (int64_t k = 0; k < a.T; ++k) {
-    const int64_t t = step_time(a, reverse, k);
-    const int64_t rows = a.rows[t];
-    int64_t from_prev = 0;
-    T* dst = h_prev + a.offset[t] * Hout;
-    if (k > 0) {
-      const int64_t tp = step_time(a, reverse, k - 1);
-      from_prev = std::min(rows, a.rows[tp]);
-      std::memcpy(dst, y + a.offset[tp] * Hout, sizeof(T) * from_prev * Hout);
-    }
-    std::memcpy(dst + from_prev * Hout, h0 + from_prev * Hout,
-                sizeof(T) * (rows - from_prev) * Hout);
-  }
+  return {y.to(dt), h_n.to(dt), c.to(dt), gates, cells};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cpu(
@@ -117,6 +112,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout,
               "lstm_layer_backward: expected grad_y and y with ", a.N * a.Hout,
               " elements, got ", grad_y.sizes(), " and ", y.sizes());
+  const GateOrder order = gate_order(a.H);
 
   const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
   const Tensor y2 = as_compute(y, ct).view({a.N, a.Hout});
@@ -124,49 +120,61 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor gates_c = as_compute(gates, ct).view({a.N, G});
   const Tensor cells_c = as_compute(cells, ct).view({a.N, a.H});
   const Tensor h0_c = as_compute(h0, ct), c0_c = as_compute(c0, ct);
-  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
+  const Tensor w_ih_b = as_compute(w_ih, ct).index_select(0, order.to_blocked);  // [4H, I]
+  const Tensor w_hh_b = as_compute(w_hh, ct).index_select(0, order.to_blocked);  // [4H, Hout]
   const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();
   Tensor dh = fresh(grad_h_n, ct);  // dh: [B, Hout], becomes grad_h0
   Tensor dc = fresh(grad_c_n, ct);  // dc: [B, H], becomes grad_c0
-  Tensor dgates = at::empty({a.N, G}, opts);  // dgates: [N, 4H]
+  Tensor dgates = at::empty({a.N, G}, opts);  // dgates: [N, 4H] blocked
   const Tensor dh_total = a.has_proj ? at::empty({a.N, a.Hout}, opts) : Tensor();
   const Tensor dh_raw = a.has_proj ? at::empty({a.B, a.H}, opts) : Tensor();
+  Tensor grad_x = at::empty({a.N, a.I}, opts);
+  Tensor grad_w_ih_t = at::empty({a.I, G}, opts);     // [I, 4H] blocked columns
+  Tensor grad_w_hh_t = at::empty({a.Hout, G}, opts);  // [Hout, 4H] blocked columns
 
   AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_backward_cpu", [&] {
-    BackwardLoop<scalar_t> b{w_hh_c.data_ptr<scalar_t>(),   ptr_or_null<scalar_t>(w_hr_c),
-                             gy.data_ptr<scalar_t>(),       gates_c.data_ptr<scalar_t>(),
-                             cells_c.data_ptr<scalar_t>(),  c0_c.data_ptr<scalar_t>(),
-                             dh.data_ptr<scalar_t>(),       dc.data_ptr<scalar_t>(),
-                             dgates.data_ptr<scalar_t>(),   ptr_or_null<scalar_t>(dh_total),
-                             ptr_or_null<scalar_t>(dh_raw)};
-    lstm_backward_loop<scalar_t>(a, reverse, b);
+    using T = scalar_t;
+    BackwardLoop<T> b{w_hh_b.data_ptr<T>(),  ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
+                      gates_c.data_ptr<T>(), cells_c.data_ptr<T>(),  c0_c.data_ptr<T>(),
+                      dh.data_ptr<T>(),      dc.data_ptr<T>(),       dgates.data_ptr<T>(),
+                      ptr_or_null<T>(dh_total), ptr_or_null<T>(dh_raw)};
+    lstm_backward_loop<T>(a, reverse, b);
+
+    // Whole-sequence gradients, each a GEMM over all N rows.
+    const T* dg = dgates.data_ptr<T>();
+    parallel_gemm_nn<T>(a.N, a.I, G, dg, G, w_ih_b.data_ptr<T>(), a.I, grad_x.data_ptr<T>(), a.I,
+                        false);                                   // grad_x = dgates @ w_ih
+    parallel_gemm_tn<T>(a.N, a.I, G, x2.data_ptr<T>(), a.I, dg, G, grad_w_ih_t.data_ptr<T>(), G,
+                        false);                                   // grad_w_ih^T = x^T @ dgates
+    // grad_w_hh^T = sum over steps of h_prev^T @ dgates
+    T* gw_hh = grad_w_hh_t.data_ptr<T>();
+    const T* yp = y2.data_ptr<T>();
+    const T* h0p = h0_c.data_ptr<T>();
+    if (a.packed) {
+      Tensor h_prev = at::empty({a.N, a.Hout}, opts);
+      gather_h_prev<T>(a, reverse, yp, h0p, h_prev.data_ptr<T>());
+      parallel_gemm_tn<T>(a.N, a.Hout, G, h_prev.data_ptr<T>(), a.Hout, dg, G, gw_hh, G, false);
+    } else {
+      // Dense: each step starts from y of its neighbour step, the first one from h0.
+      const int64_t rest = a.N - a.B;
+      const int64_t first = reverse ? rest : 0;  // rows of the step that starts from h0
+      parallel_gemm_tn<T>(a.B, a.Hout, G, h0p, a.Hout, dg + first * G, G, gw_hh, G, false);
+      parallel_gemm_tn<T>(rest, a.Hout, G, yp + (reverse ? a.B : 0) * a.Hout, a.Hout,
+                          dg + (reverse ? 0 : a.B) * G, G, gw_hh, G, true);
+    }
   });
 
-  // Whole-sequence gradients, each one GEMM or reduction over all N rows.
-  Tensor grad_x = at::mm(dgates, w_ih_c);            // [N, I]
-  Tensor grad_w_ih = at::mm(dgates.t(), x2);         // [4H, I]
-  Tensor grad_w_hh;                                  // [4H, Hout] = sum_t dgates_t^T h_prev_t
-  if (a.packed) {
-    Tensor h_prev = at::empty({a.N, a.Hout}, opts);
-    AT_DISPATCH_FLOATING_TYPES(ct, "gather_h_prev", [&] {
-      gather_h_prev<scalar_t>(a, reverse, y2.data_ptr<scalar_t>(), h0_c.data_ptr<scalar_t>(),
-                              h_prev.data_ptr<scalar_t>());
-    });
-    grad_w_hh = at::mm(dgates.t(), h_prev);
-  } else {
-    // Dense: step t starts from y of its neighbour step, except the first one from h0.
-    const int64_t rest = a.N - a.B;
-    const int64_t first = reverse ? rest : 0;  // rows of the step that starts from h0
-    grad_w_hh = at::mm(dgates.narrow(0, first, a.B).t(), h0_c);
-    grad_w_hh.addmm_(dgates.narrow(0, reverse ? 0 : a.B, rest).t(),
-                     y2.narrow(0, reverse ? a.B : 0, rest));
+  const Tensor grad_w_ih = grad_w_ih_t.t().index_select(0, order.to_natural);
+  const Tensor grad_w_hh = grad_w_hh_t.t().index_select(0, order.to_natural);
+  Tensor grad_b_ih = at::empty({0}, opts), grad_b_hh = at::empty({0}, opts);
+  if (a.has_bias) {
+    grad_b_ih = dgates.sum(0).index_select(0, order.to_natural);
+    grad_b_hh = grad_b_ih.clone();
   }
-  Tensor grad_b_ih = a.has_bias ? dgates.sum(0) : at::empty({0}, opts);
-  Tensor grad_b_hh = a.has_bias ? grad_b_ih.clone() : at::empty({0}, opts);
   Tensor grad_w_hr = at::empty({0}, opts);
   if (a.has_proj) {
     // h_raw = o * tanh(c) of every step, recomputed from what forward saved.
-    const Tensor h_raw = gates_c.narrow(1, 3 * a.H, a.H) * cells_c.tanh();
+    const Tensor h_raw = gates_c.index_select(1, order.o_columns) * cells_c.tanh();
     grad_w_hr = at::mm(dh_total.t(), h_raw);  // [Hout, H]
   }
   const auto wdt = w_ih.scalar_type();

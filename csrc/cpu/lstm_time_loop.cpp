@@ -1,75 +1,125 @@
 #include "lstm_time_loop.h"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
-#include "cpu_blas.h"
+#include "cpu_gemm.h"
 #include "lstm_pointwise.h"
 
 namespace fused_lstm::cpu {
 
 namespace {
 
-// Below this many cells a step's pointwise pass runs on one thread: waking the
-// pool costs more than the work.
-constexpr int64_t kMinParallelCells = 8192;
-// Column blocks handed to threads when a step has fewer rows than threads.
-constexpr int64_t kColumnBlock = 64;
+// Below this many multiply-adds per step, one thread runs the loop: a barrier
+// costs more than the work it would share.
+constexpr int64_t kMinParallelStepMacs = 32 * 1024;
 
-// Runs fn(r0, r1, j0, j1) over rows [0, rows) x hidden columns [0, H) of one
-// step, split across threads by rows, or by columns when rows are few.
-template <typename Fn>
-void parallel_step(int64_t rows, int64_t H, const Fn& fn) {
-  const int64_t threads = at::get_num_threads();
-  if (threads == 1 || rows * H < kMinParallelCells || at::in_parallel_region()) {
-    fn(0, rows, 0, H);
-  } else if (rows >= threads) {
-    at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) { fn(r0, r1, 0, H); });
-  } else {
-    const int64_t blocks = (H + kColumnBlock - 1) / kColumnBlock;
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      fn(0, rows, b0 * kColumnBlock, std::min(H, b1 * kColumnBlock));
-    });
-  }
+int64_t chunk_count(int64_t H) { return (H + kGateChunk - 1) / kGateChunk; }
+int64_t chunk_width(int64_t H, int64_t c) { return std::min(kGateChunk, H - c * kGateChunk); }
+
+// The part of a step one thread owns: gate chunks [c0, c1) (hidden units
+// [u0, u1), gate columns [g0, g1)), and columns [o0, o1) of an Hout-wide row.
+struct Share {
+  int64_t c0, c1, u0, u1, g0, g1, o0, o1;
+};
+
+Share share_of(int64_t p, int64_t P, int64_t H, int64_t Hout) {
+  const int64_t C = chunk_count(H);
+  Share s;
+  s.c0 = C * p / P;
+  s.c1 = C * (p + 1) / P;
+  s.u0 = std::min(H, s.c0 * kGateChunk);
+  s.u1 = std::min(H, s.c1 * kGateChunk);
+  s.g0 = 4 * s.u0;
+  s.g1 = 4 * s.u1;
+  // Hout columns in multiples of 16 (one AVX-512 vector of floats).
+  const int64_t blocks = (Hout + 15) / 16;
+  s.o0 = std::min(Hout, blocks * p / P * 16);
+  s.o1 = std::min(Hout, blocks * (p + 1) / P * 16);
+  return s;
 }
 
-template <typename T>
-T* rows_at(T* p, int64_t row, int64_t ld) {
-  return p ? p + row * ld : nullptr;
+int64_t threads_for(const LayerArgs& a) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunk_count(a.H));
+  const int64_t macs = a.B * 4 * a.H * a.Hout;
+  if (threads <= 1 || macs < kMinParallelStepMacs || at::in_parallel_region()) return 1;
+  return threads;
+}
+
+// Runs body(p, P, barrier) on P threads that live for the whole time loop.
+template <typename Body>
+void run_team(int64_t P, const Body& body) {
+  if (P == 1) {
+    body(0, 1, [] {});
+    return;
+  }
+#pragma omp parallel num_threads(static_cast<int>(P))
+  {
+    const int64_t p = omp_get_thread_num();
+    const int64_t team = omp_get_num_threads();  // the runtime may grant fewer
+    body(p, team, [] {
+#pragma omp barrier
+    });
+  }
 }
 
 }  // namespace
 
+std::vector<int64_t> blocked_gate_order(int64_t H) {
+  std::vector<int64_t> order;
+  order.reserve(4 * H);
+  for (int64_t c = 0; c < chunk_count(H); ++c) {
+    const int64_t u0 = c * kGateChunk, w = chunk_width(H, c);
+    for (int64_t gate = 0; gate < 4; ++gate)
+      for (int64_t j = 0; j < w; ++j) order.push_back(gate * H + u0 + j);
+  }
+  return order;
+}
+
 template <typename T>
 void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f) {
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
-  const bool proj = f.w_hr != nullptr;
+  const bool proj = f.w_hr_t != nullptr;
   const bool save = f.cells != nullptr;
   const auto& kernels = pointwise_kernels<T>();
-  for (int64_t k = 0; k < a.T; ++k) {
-    const int64_t t = step_time(a, reverse, k);
-    const int64_t off = a.offset[t], rows = a.rows[t];
-    T* gates = f.gates + off * G;  // gates: [rows, 4H]
-    // gates += h[0:rows] @ w_hh^T
-    gemm<T>(false, true, rows, G, Hout, T(1), f.h, Hout, f.w_hh, Hout, T(1), gates, G);
-    T* y = f.y + off * Hout;  // y: [rows, Hout]
-    parallel_step(rows, H, [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
-      ForwardStep<T> s{rows_at(gates, r0, G), G,
-                       rows_at(f.c, r0, H), H,
-                       rows_at(save ? f.cells + off * H : nullptr, r0, H), H,
-                       proj ? rows_at(f.h_raw, r0, H) : rows_at(y, r0, Hout), proj ? H : Hout,
-                       proj ? nullptr : rows_at(f.h, r0, Hout), Hout,
-                       save};
-      kernels.forward(s, r1 - r0, H, j0, j1);
-    });
-    if (proj) {
-      // y = h_raw @ w_hr^T, which is also the state carried to the next step.
-      gemm<T>(false, true, rows, Hout, H, T(1), f.h_raw, H, f.w_hr, H, T(0), y, Hout);
-      std::memcpy(f.h, y, sizeof(T) * rows * Hout);
+  run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
+    const Share s = share_of(p, P, H, Hout);
+    for (int64_t k = 0; k < a.T; ++k) {
+      const int64_t t = step_time(a, reverse, k);
+      const int64_t off = a.offset[t], rows = a.rows[t];
+      T* gates = f.gates + off * G;  // gates: [rows, 4H]
+      T* y = f.y + off * Hout;       // y: [rows, Hout]
+      // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
+      // step for the rows it had, h0 for rows that start here.
+      const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
+      if (from_prev > 0) {
+        const T* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
+        gemm_nn<T>(from_prev, s.g1 - s.g0, Hout, y_prev, Hout, f.w_hh_t + s.g0, G, gates + s.g0,
+                   G, true);
+      }
+      gemm_nn<T>(rows - from_prev, s.g1 - s.g0, Hout, f.h0 + from_prev * Hout, Hout,
+                 f.w_hh_t + s.g0, G, gates + from_prev * G + s.g0, G, true);
+      for (int64_t c = s.c0; c < s.c1; ++c) {
+        const int64_t u = c * kGateChunk, w = chunk_width(H, c);
+        ForwardStep<T> st{gates + 4 * u, G,
+                          f.c + u, H,
+                          save ? f.cells + off * H + u : nullptr, H,
+                          proj ? f.h_raw + u : y + u, proj ? H : Hout,
+                          nullptr, 0,
+                          save};
+        kernels.forward(st, rows, w, 0, w);
+      }
+      if (proj) {
+        barrier();
+        // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
+        gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout, false);
+      }
+      barrier();
     }
-  }
+  });
 }
 
 template <typename T>
@@ -77,52 +127,103 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
   const auto& kernels = pointwise_kernels<T>();
-  for (int64_t k = a.T - 1; k >= 0; --k) {
-    const int64_t t = step_time(a, reverse, k);
-    const int64_t off = a.offset[t], rows = a.rows[t];
-    // The previous step (in this direction's order) holds c_prev for its rows;
-    // rows it lacked (packed, reverse) started from c0.
-    const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
-    const int64_t rows_prev = k > 0 ? std::min(rows, a.rows[t_prev]) : 0;
-    const T* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
+  run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
+    const Share s = share_of(p, P, H, Hout);
+    for (int64_t k = a.T - 1; k >= 0; --k) {
+      const int64_t t = step_time(a, reverse, k);
+      const int64_t off = a.offset[t], rows = a.rows[t];
+      // The previous step (in this direction's order) holds c_prev for its rows;
+      // rows it lacked (packed, reverse) started from c0.
+      const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
+      const int64_t from_prev = k > 0 ? std::min(rows, a.rows[t_prev]) : 0;
+      const T* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
+      const T* grad_y = b.grad_y + off * Hout;
+      const T* dgates_rows = b.dgates + off * G;
 
-    const T* dh = b.dh;
-    const T* dh2 = b.grad_y + off * Hout;
-    if (proj) {
-      // dh_total = dh + grad_y; dh_raw = dh_total @ w_hr
-      T* dht = b.dh_total + off * Hout;
-      for (int64_t i = 0; i < rows * Hout; ++i) dht[i] = b.dh[i] + dh2[i];
-      gemm<T>(false, false, rows, H, Hout, T(1), dht, Hout, b.w_hr, H, T(0), b.dh_raw, H);
-      dh = b.dh_raw;
-      dh2 = nullptr;
-    }
-    const int64_t dh_ld = proj ? H : Hout;
-    T* dgates = b.dgates + off * G;  // dgates: [rows, 4H]
-    parallel_step(rows, H, [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
-      // Rows below rows_prev take c_prev from the previous step, the rest from c0.
-      const int64_t split = std::clamp(rows_prev, r0, r1);
-      for (int part = 0; part < 2; ++part) {
-        const int64_t p0 = part == 0 ? r0 : split, p1 = part == 0 ? split : r1;
-        if (p0 >= p1) continue;
-        const T* cp = part == 0 ? rows_at(c_prev, p0, H) : rows_at(b.c0, p0, H);
-        BackwardStep<T> s{rows_at(b.gates + off * G, p0, G), G,
-                          rows_at(b.cells + off * H, p0, H), H,
-                          cp, H,
-                          rows_at(dh, p0, dh_ld), dh_ld,
-                          rows_at(dh2, p0, Hout), Hout,
-                          rows_at(b.dc, p0, H), H,
-                          rows_at(dgates, p0, G), G};
-        kernels.backward(s, p1 - p0, H, j0, j1);
+      const T* dh = b.dh;
+      const T* dh2 = grad_y;
+      int64_t dh_ld = Hout;
+      if (proj) {
+        // dh_total = dh + grad_y (columns o0:o1), then dh_raw = dh_total @ w_hr.
+        T* dht = b.dh_total + off * Hout;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = s.o0; j < s.o1; ++j)
+            dht[r * Hout + j] = b.dh[r * Hout + j] + grad_y[r * Hout + j];
+        barrier();
+        gemm_nn<T>(rows, s.u1 - s.u0, Hout, dht, Hout, b.w_hr + s.u0, H, b.dh_raw + s.u0, H,
+                   false);
+        dh = b.dh_raw;
+        dh2 = nullptr;
+        dh_ld = H;
       }
-    });
-    // dh[0:rows] = dgates @ w_hh: the gradient reaching h_prev.
-    gemm<T>(false, false, rows, Hout, G, T(1), dgates, G, b.w_hh, Hout, T(0), b.dh, Hout);
+      for (int64_t c = s.c0; c < s.c1; ++c) {
+        const int64_t u = c * kGateChunk, w = chunk_width(H, c);
+        // Rows below from_prev take c_prev from the previous step, the rest from c0.
+        for (int part = 0; part < 2; ++part) {
+          const int64_t r0 = part == 0 ? 0 : from_prev, r1 = part == 0 ? from_prev : rows;
+          if (r0 >= r1) continue;
+          const T* cp = part == 0 ? c_prev + u : b.c0 + r0 * H + u;
+          BackwardStep<T> st{b.gates + (off + r0) * G + 4 * u, G,
+                             b.cells + (off + r0) * H + u, H,
+                             cp, H,
+                             dh + r0 * dh_ld + u, dh_ld,
+                             dh2 ? dh2 + r0 * Hout + u : nullptr, Hout,
+                             b.dc + r0 * H + u, H,
+                             b.dgates + (off + r0) * G + 4 * u, G};
+          kernels.backward(st, r1 - r0, w, 0, w);
+        }
+      }
+      barrier();
+      // dh[:, cols] = dgates @ w_hh[:, cols], the gradient reaching h_prev. Without
+      // a projection each thread's columns are its own hidden units, which only
+      // its own pointwise pass reads next, so no barrier is needed after it.
+      const int64_t j0 = proj ? s.o0 : s.u0, j1 = proj ? s.o1 : s.u1;
+      gemm_nn<T>(rows, j1 - j0, G, dgates_rows, G, b.w_hh + j0, Hout, b.dh + j0, Hout, false);
+    }
+  });
+}
+
+template <typename T>
+void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
+  // Walking back from the last step processed, each step's rows beyond those
+  // already filled ended there.
+  int64_t filled = 0;
+  for (int64_t k = a.T - 1; k >= 0 && filled < a.B; --k) {
+    const int64_t t = step_time(a, reverse, k);
+    const int64_t rows = a.rows[t];
+    if (rows > filled) {
+      std::memcpy(h_n + filled * a.Hout, y + (a.offset[t] + filled) * a.Hout,
+                  sizeof(T) * (rows - filled) * a.Hout);
+      filled = rows;
+    }
   }
 }
 
-template void lstm_forward_loop<float>(const LayerArgs&, bool, const ForwardLoop<float>&);
-template void lstm_forward_loop<double>(const LayerArgs&, bool, const ForwardLoop<double>&);
-template void lstm_backward_loop<float>(const LayerArgs&, bool, const BackwardLoop<float>&);
-template void lstm_backward_loop<double>(const LayerArgs&, bool, const BackwardLoop<double>&);
+template <typename T>
+void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev) {
+  const int64_t Hout = a.Hout;
+  for (int64_t k = 0; k < a.T; ++k) {
+    const int64_t t = step_time(a, reverse, k);
+    const int64_t rows = a.rows[t];
+    int64_t from_prev = 0;
+    T* dst = h_prev + a.offset[t] * Hout;
+    if (k > 0) {
+      const int64_t tp = step_time(a, reverse, k - 1);
+      from_prev = std::min(rows, a.rows[tp]);
+      std::memcpy(dst, y + a.offset[tp] * Hout, sizeof(T) * from_prev * Hout);
+    }
+    std::memcpy(dst + from_prev * Hout, h0 + from_prev * Hout,
+                sizeof(T) * (rows - from_prev) * Hout);
+  }
+}
+
+#define FUSED_LSTM_INSTANTIATE(T)                                                      \
+  template void lstm_forward_loop<T>(const LayerArgs&, bool, const ForwardLoop<T>&);   \
+  template void lstm_backward_loop<T>(const LayerArgs&, bool, const BackwardLoop<T>&); \
+  template void gather_final_hidden<T>(const LayerArgs&, bool, const T*, T*);          \
+  template void gather_h_prev<T>(const LayerArgs&, bool, const T*, const T*, T*);
+FUSED_LSTM_INSTANTIATE(float)
+FUSED_LSTM_INSTANTIATE(double)
+#undef FUSED_LSTM_INSTANTIATE
 
 }  // namespace fused_lstm::cpu

@@ -3,24 +3,40 @@
 // The binding (lstm_cpu.cpp) does the whole-sequence work around these loops:
 // the input projection of all steps before the forward loop, and the weight
 // and input gradients after the backward loop. The loops hold what must run
-// step by step: one recurrent GEMM and one fused pointwise pass per step, with
-// no allocation inside.
+// step by step, with no allocation inside.
+//
+// Gate layout. The 4H gate columns are kept in a blocked order: hidden units
+// are grouped in chunks of kGateChunk, and each chunk's i, f, g, o columns sit
+// side by side ([i_c | f_c | g_c | o_c] for chunk c). A thread that owns a run
+// of chunks then computes its gate columns with one GEMM and runs the cell
+// update for exactly those units, without waiting for the other threads; the
+// threads meet once per step (twice with a projection). Weights are permuted
+// into this order once per call (blocked_gate_order), and the weight gradients
+// permuted back.
 #pragma once
+
+#include <vector>
 
 #include "../lstm_layer_args.h"
 
 namespace fused_lstm::cpu {
 
+constexpr int64_t kGateChunk = 32;
+
+// blocked_gate_order(H)[col] = the row of the natural [i; f; g; o] layout that
+// blocked column `col` holds.
+std::vector<int64_t> blocked_gate_order(int64_t H);
+
 template <typename T>
 struct ForwardLoop {
-  const T* w_hh;   // [4H, Hout]
-  const T* w_hr;   // [Hout, H] or null
-  T* gates;        // [N, 4H] in: x @ w_ih^T + biases; out: activated gates if save
-  T* h;            // [B, Hout] in: h0; out: h_n (the running state)
-  T* c;            // [B, H]    in: c0; out: c_n
-  T* y;            // [N, Hout] out
-  T* cells;        // [N, H] out: c after every step, or null (inference)
-  T* h_raw;        // [B, H] workspace when projecting, else null
+  const T* w_hh_t;  // [Hout, 4H] w_hh^T, blocked columns
+  const T* w_hr_t;  // [H, Hout]  w_hr^T, or null
+  const T* h0;      // [B, Hout]
+  T* gates;         // [N, 4H] blocked. in: x @ w_ih^T + biases; out: activated gates if saving
+  T* c;             // [B, H]    in: c0; out: c_n
+  T* y;             // [N, Hout] out: h of every step
+  T* cells;         // [N, H] out: c after every step, or null (inference)
+  T* h_raw;         // [B, H] workspace when projecting, else null
 };
 
 template <typename T>
@@ -28,21 +44,30 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
 
 template <typename T>
 struct BackwardLoop {
-  const T* w_hh;    // [4H, Hout]
+  const T* w_hh;    // [4H, Hout] blocked rows
   const T* w_hr;    // [Hout, H] or null
   const T* grad_y;  // [N, Hout]
-  const T* gates;   // [N, 4H] activated gates saved by forward
+  const T* gates;   // [N, 4H] blocked, activated gates saved by forward
   const T* cells;   // [N, H] cell states saved by forward
   const T* c0;      // [B, H]
   T* dh;            // [B, Hout] in: grad_h_n; out: grad_h0
   T* dc;            // [B, H]    in: grad_c_n; out: grad_c0
-  T* dgates;        // [N, 4H] out: dL/d(gate pre-activations)
+  T* dgates;        // [N, 4H] blocked. out: dL/d(gate pre-activations)
   T* dh_total;      // [N, Hout] out: dL/dh of every step (projection only), else null
   T* dh_raw;        // [B, H] workspace (projection only), else null
 };
 
 template <typename T>
 void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b);
+
+// h_n: [B, Hout], each row's state after its last step, gathered from y: [N, Hout].
+template <typename T>
+void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n);
+
+// h_prev: [N, Hout], the state each row of each step started from: y of the
+// previous step in this direction's order, or h0 where the row starts fresh.
+template <typename T>
+void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev);
 
 // Time index of the k-th step a direction processes.
 inline int64_t step_time(const LayerArgs& a, bool reverse, int64_t k) {

@@ -25,19 +25,6 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// A contiguous copy in the compute dtype that the caller may overwrite.
-Tensor fresh(const Tensor& t, at::ScalarType dtype) {
-  return at::empty(t.sizes(), t.options().dtype(dtype)).copy_(t);
-}
-
-// A contiguous view or copy in the compute dtype, read-only.
-Tensor as_compute(const Tensor& t, at::ScalarType dtype) { return t.to(dtype).contiguous(); }
-
-template <typename T>
-T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
 const Tensor* opt(const OptTensor& t) { return t.has_value() ? &*t : nullptr; }
 
 void check_launch(cudaError_t err, const char* kernel) {

@@ -1,0 +1,184 @@
+#include "cpu_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <ATen/native/CPUBlas.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace fused_lstm::cpu {
+
+namespace {
+
+// Fortran BLAS interface (column-major, 32-bit integers: MKL LP64).
+template <typename T>
+using FortranGemm = void (*)(const char*, const char*, const int*, const int*, const int*,
+                             const T*, const T*, const int*, const T*, const int*, const T*,
+                             T*, const int*);
+
+template <typename T>
+FortranGemm<T> find_blas(const char* name) {
+  // RTLD_DEFAULT sees libtorch_cpu's exports: torch is loaded before this library.
+  return reinterpret_cast<FortranGemm<T>>(dlsym(RTLD_DEFAULT, name));
+}
+
+const FortranGemm<float> sgemm = find_blas<float>("sgemm_");
+const FortranGemm<double> dgemm = find_blas<double>("dgemm_");
+
+template <typename T> FortranGemm<T> blas();
+template <> FortranGemm<float> blas<float>() { return sgemm; }
+template <> FortranGemm<double> blas<double>() { return dgemm; }
+
+// The BRGEMM microkernel is JIT-built for AVX2 and AVX-512 CPUs; elsewhere it
+// would take a slow generic path, so the BLAS is used instead.
+// FUSED_LSTM_CPU_GEMM=blas forces the BLAS (for comparison).
+bool brgemm_wanted() {
+  const char* env = std::getenv("FUSED_LSTM_CPU_GEMM");
+  if (env && std::string(env) == "blas") return false;
+  const std::string cap = at::get_cpu_capability();
+  return cap == "AVX512" || cap == "AVX2";
+}
+const bool use_brgemm = brgemm_wanted();
+
+bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+template <typename T>
+at::Tensor wrap(const T* p, int64_t rows, int64_t cols, int64_t ld) {
+  return at::from_blob(const_cast<T*>(p), {rows, cols}, {ld, 1},
+                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+template <typename T>
+void blas_gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                  int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  const auto f = blas<T>();
+  if (!f || !fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) ||
+      !fits_int(ldc)) {
+    at::Tensor c = wrap<T>(C, M, N, ldc);
+    at::Tensor prod = at::mm(wrap(A, M, K, lda), wrap(B, K, N, ldb));
+    accumulate ? c.add_(prod) : c.copy_(prod);
+    return;
+  }
+  // Row-major C = A B is column-major C^T = B^T A^T.
+  const T one(1), beta(accumulate ? 1 : 0);
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  f("N", "N", &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+}
+
+// Cache blocking of one BRGEMM call (see gemm_nn).
+constexpr int64_t kBrgemmK = 256;
+constexpr int64_t kBrgemmN = 128;
+
+// Rows of A handed to one transposition in parallel_gemm_tn.
+constexpr int64_t kTnPanel = 256;
+
+}  // namespace
+
+template <>
+void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+    return;
+  }
+  if (use_brgemm) {
+    // The microkernel does not block for the caches: past K = 256 a panel of B
+    // no longer stays in L1 across the rows of A, and the rate drops by 40%.
+    // Blocks of 256 x 128 keep it near the FMA peak.
+    const int64_t kb = K > kBrgemmK ? kBrgemmK : K;
+    const int64_t nb = K > kBrgemmK ? kBrgemmN : N;
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+      for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        at::native::cpublas::brgemm(M, std::min(nb, N - n0), std::min(kb, K - k0), lda, ldb, ldc,
+                                    accumulate || k0 > 0, A + k0, B + k0 * ldb + n0, C + n0,
+                                    false);
+      }
+    }
+  } else {
+    blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  }
+}
+
+template <>
+void gemm_nn<double>(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda,
+                     const double* B, int64_t ldb, double* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0);
+    return;
+  }
+  blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+template <typename T>
+void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                      int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  const int64_t threads = at::get_num_threads();
+  // Split rows when there are plenty (each thread streams all of B), else columns.
+  if (M >= 64 * threads || N < 32 * threads) {
+    const int64_t block = std::max<int64_t>(1, (M + threads - 1) / threads);
+    at::parallel_for(0, M, block, [&](int64_t r0, int64_t r1) {
+      gemm_nn<T>(r1 - r0, N, K, A + r0 * lda, lda, B, ldb, C + r0 * ldc, ldc, accumulate);
+    });
+  } else {
+    const int64_t block = (N / threads + 15) / 16 * 16;
+    at::parallel_for(0, N, block, [&](int64_t c0, int64_t c1) {
+      gemm_nn<T>(M, c1 - c0, K, A, lda, B + c0, ldb, C + c0, ldc, accumulate);
+    });
+  }
+}
+
+template <typename T>
+void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* B,
+                      int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  // C[K, N] = sum over panels of rows r of A[r, K]^T B[r, N]; each thread owns
+  // a range of C's rows (or columns) and transposes its slice of each panel.
+  const int64_t threads = at::get_num_threads();
+  const bool split_rows = K >= 16 * threads || N < 32 * threads;
+  const int64_t extent = split_rows ? K : N;
+  const int64_t block = split_rows ? std::max<int64_t>(1, (K + threads - 1) / threads)
+                                   : (N / threads + 15) / 16 * 16;
+  at::parallel_for(0, extent, block, [&](int64_t e0, int64_t e1) {
+    const int64_t k0 = split_rows ? e0 : 0, k1 = split_rows ? e1 : K;
+    const int64_t n0 = split_rows ? 0 : e0, n1 = split_rows ? N : e1;
+    const int64_t kk = k1 - k0;
+    std::vector<T> panel(static_cast<size_t>(kk * kTnPanel));  // A[r0:r1, k0:k1]^T
+    bool acc = accumulate;
+    if (R == 0 && !acc) {
+      for (int64_t i = k0; i < k1; ++i) std::fill(C + i * ldc + n0, C + i * ldc + n1, T(0));
+    }
+    for (int64_t r0 = 0; r0 < R; r0 += kTnPanel) {
+      const int64_t rn = std::min(kTnPanel, R - r0);
+      for (int64_t r = 0; r < rn; ++r) {
+        const T* src = A + (r0 + r) * lda + k0;
+        for (int64_t k = 0; k < kk; ++k) panel[k * kTnPanel + r] = src[k];
+      }
+      gemm_nn<T>(kk, n1 - n0, rn, panel.data(), kTnPanel, B + r0 * ldb + n0, ldb,
+                 C + k0 * ldc + n0, ldc, acc);
+      acc = true;
+    }
+  });
+}
+
+template void parallel_gemm_nn<float>(int64_t, int64_t, int64_t, const float*, int64_t,
+                                      const float*, int64_t, float*, int64_t, bool);
+template void parallel_gemm_nn<double>(int64_t, int64_t, int64_t, const double*, int64_t,
+                                       const double*, int64_t, double*, int64_t, bool);
+template void parallel_gemm_tn<float>(int64_t, int64_t, int64_t, const float*, int64_t,
+                                      const float*, int64_t, float*, int64_t, bool);
+template void parallel_gemm_tn<double>(int64_t, int64_t, int64_t, const double*, int64_t,
+                                       const double*, int64_t, double*, int64_t, bool);
+
+const char* gemm_backend() { return use_brgemm ? "brgemm+blas" : "blas"; }
+
+}  // namespace fused_lstm::cpu

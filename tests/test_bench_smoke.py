@@ -1,0 +1,88 @@
+"""Smoke test of `python -m fused_lstm.bench` on a tiny config: it runs and writes its reports."""
+
+import json
+
+import pytest
+import torch
+
+from fused_lstm import bench
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bench_command_writes_reports(tmp_path, capsys, device):
+    argv = ["--device", device, "--configs", "tiny", "--reps", "2", "--warmup", "0",
+            "--out", str(tmp_path)]
+    report = bench.main(argv)
+    out = capsys.readouterr().out
+
+    jsons = list(tmp_path.glob("results-*.json"))
+    mds = list(tmp_path.glob("results-*.md"))
+    assert len(jsons) == 1 and len(mds) == 1
+    stem = jsons[0].stem
+    assert mds[0].stem == stem
+    machine = report["machine"]
+    assert stem == f"results-{bench._slug(machine['device_name'])}-{machine['date'][:10]}"
+
+    data = json.loads(jsons[0].read_text())
+    m = data["machine"]
+    for key in ("device", "device_name", "cpu_model", "gpu_name", "torch_version",
+                "cuda_version", "threads", "date", "command", "extension_loaded"):
+        assert key in m, key
+    assert m["device"] == device
+    assert m["torch_version"] == torch.__version__
+    assert m["command"] == "python -m fused_lstm.bench " + " ".join(argv)
+    assert (m["gpu_name"] is not None) == (device == "cuda")
+
+    (r,) = data["results"]
+    assert r["config"] == "tiny" and "error" not in r
+    assert r["max_rel_diff"] < 1e-4
+    for mode in ("inference", "training"):
+        e = r["modes"][mode]
+        assert e["flops"] == bench.lstm_flops(bench.CONFIGS["tiny"], mode) > 0
+        for impl in ("nn.LSTM", "FusedLSTM"):
+            s = e[impl]
+            assert len(s["times_s"]) == 2 and all(t > 0 for t in s["times_s"])
+            assert s["min_s"] <= s["q1_s"] <= s["median_s"] <= s["q3_s"] <= s["max_s"]
+            assert s["gflops"] == pytest.approx(e["flops"] / s["median_s"] / 1e9)
+        assert e["ratio"] == pytest.approx(e["nn.LSTM"]["median_s"] / e["FusedLSTM"]["median_s"])
+    assert r["modes"]["training"]["flops"] == 3 * r["modes"]["inference"]["flops"]
+    peaks = r["peak_memory_bytes"]
+    assert set(peaks) == {"nn.LSTM", "FusedLSTM"}
+    # at least the gradients of the parameters and the input stay allocated
+    grads = sum(p.numel() for p in torch.nn.LSTM(8, 8).parameters()) * 4 + 5 * 2 * 8 * 4
+    assert all(v >= grads for v in peaks.values()), peaks
+    assert set(data["summary"]) == {"inference", "training"}
+
+    md = mds[0].read_text()
+    assert "| tiny |" in md and "ratio" in md and "GFLOP/s" in md and "peak MiB" in md
+    assert m["date"] in md and "geometric mean" in md
+    assert "| tiny |" in out and "geometric mean" in out
+
+
+def test_flops_formula():
+    c = bench.Config("x", T=3, B=2, I=5, H=7)
+    assert bench.lstm_flops(c) == 2 * 3 * 2 * 28 * (5 + 7)
+    bi = bench.Config("y", T=3, B=2, I=5, H=7, num_layers=2, bidirectional=True, proj_size=4)
+    layer0 = 2 * 3 * 2 * 28 * (5 + 4) + 2 * 3 * 2 * 7 * 4
+    layer1 = 2 * 3 * 2 * 28 * (8 + 4) + 2 * 3 * 2 * 7 * 4
+    assert bench.lstm_flops(bi) == 2 * (layer0 + layer1)
+    assert bench.lstm_flops(bi, "training") == 3 * bench.lstm_flops(bi)
+
+
+def test_time_interleaved_alternates_order():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    times = bench.time_interleaved(fns, reps=3, warmup=1, device="cpu")
+    assert [len(t) for t in times] == [3, 3]
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+
+
+def test_quick_and_default_config_lists():
+    assert "tiny" not in bench.default_configs("cpu") + bench.QUICK["cpu"]
+    assert "big" not in bench.default_configs("cpu")
+    assert "big" in bench.default_configs("cuda")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--configs", "nope"])

@@ -182,7 +182,12 @@ class FusedLSTM(nn.Module):
             batch = x.size(0) if self.batch_first else x.size(1)
         self._check_input(x, batch_sizes)
         if hx is not None:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            # nn.LSTM indexes hx[0], hx[1] without checking hx's type: a stacked Tensor
+            # passes its shape checks and then fails with TypeError.
+            stacked = isinstance(hx, Tensor) and hx.dim() > 0 and hx.size(0) >= 2
+            if stacked:
+                hx = (hx[0], hx[1])
+            elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 n = len(hx) if isinstance(hx, (tuple, list)) else 1
                 # nn.LSTM fails with IndexError on fewer than two, RuntimeError on more.
                 raise (IndexError if n < 2 else RuntimeError)(
@@ -197,6 +202,8 @@ class FusedLSTM(nn.Module):
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
             self._check_hidden(hx, batch, x)
+            if stacked:
+                raise TypeError("lstm expects hx as a tuple (h0, c0) of tensors, got a Tensor")
             if sorted_indices is not None:
                 hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
         if not packed:

@@ -9,9 +9,11 @@
 #include <torch/library.h>
 
 #include <tuple>
+#include <vector>
 
 #include "../lstm_layer_args.h"
 #include "cpu_gemm.h"
+#include "gate_layout.h"
 #include "lstm_time_loop.h"
 
 namespace fused_lstm::cpu {
@@ -26,30 +28,6 @@ void check_cpu(const Tensor& x) {
               x.device());
 }
 
-// Index tensors mapping between the natural [i; f; g; o] gate order and the
-// blocked order: natural.index_select(0, to_blocked) is blocked, and
-// blocked.index_select(0, to_natural) is natural.
-struct GateOrder {
-  Tensor to_blocked, to_natural, o_columns;  // o_columns: blocked column of o for each unit
-};
-
-GateOrder gate_order(int64_t H) {
-  const std::vector<int64_t> order = blocked_gate_order(H);
-  const int64_t G = 4 * H;
-  Tensor to_blocked = at::empty({G}, at::kLong);
-  Tensor to_natural = at::empty({G}, at::kLong);
-  Tensor o_columns = at::empty({H}, at::kLong);
-  int64_t* tb = to_blocked.data_ptr<int64_t>();
-  int64_t* tn = to_natural.data_ptr<int64_t>();
-  int64_t* oc = o_columns.data_ptr<int64_t>();
-  for (int64_t col = 0; col < G; ++col) {
-    tb[col] = order[col];
-    tn[order[col]] = col;
-    if (order[col] >= 3 * H) oc[order[col] - 3 * H] = col;
-  }
-  return {to_blocked, to_natural, o_columns};
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
     const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
@@ -60,18 +38,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
   const auto ct = compute_dtype(dt);
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H;
-  const GateOrder order = gate_order(a.H);
-
-  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});                                   // [N, I]
-  const Tensor w_ih_t = as_compute(w_ih, ct).index_select(0, order.to_blocked).t().contiguous();
-  const Tensor w_hh_t = as_compute(w_hh, ct).index_select(0, order.to_blocked).t().contiguous();
+  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});  // [N, I]
+  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
+  const Tensor w_ih_t = at::empty({a.I, G}, opts);     // [I, 4H]    w_ih^T, blocked columns
+  const Tensor w_hh_t = at::empty({a.Hout, G}, opts);  // [Hout, 4H] w_hh^T, blocked columns
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
+  const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, ct);
-  // gates: [N, 4H] blocked = b_ih + b_hh + x @ w_ih^T, for all steps at once.
-  Tensor gates = a.has_bias
-      ? (as_compute(*b_ih, ct) + as_compute(*b_hh, ct)).index_select(0, order.to_blocked)
-            .expand({a.N, G}).contiguous()
-      : at::empty({a.N, G}, opts);
+  Tensor gates = at::empty({a.N, G}, opts);  // gates: [N, 4H] blocked
   Tensor c = fresh(c0, ct);                  // c: [B, H], becomes c_n
   Tensor y = at::empty({a.N, a.Hout}, opts);  // y: [N, Hout]
   Tensor h_n = fresh(h0, ct);                // h_n: [B, Hout]
@@ -80,11 +54,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
 
   AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_forward_cpu", [&] {
     using T = scalar_t;
+    gate_rows_to_blocked_transposed<T>(w_ih_c.data_ptr<T>(), a.H, a.I, w_ih_t.data_ptr<T>());
+    gate_rows_to_blocked_transposed<T>(w_hh_c.data_ptr<T>(), a.H, a.Hout, w_hh_t.data_ptr<T>());
+    if (a.has_bias) {
+      const Tensor bi = as_compute(*b_ih, ct), bh = as_compute(*b_hh, ct);
+      const T* pi = bi.data_ptr<T>();
+      const T* ph = bh.data_ptr<T>();
+      T* pb = bias.data_ptr<T>();
+      for (int64_t col = 0; col < G; ++col) {
+        const int64_t row = natural_gate_row(a.H, col);
+        pb[col] = pi[row] + ph[row];
+      }
+    }
+    // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
     parallel_gemm_nn<T>(a.N, G, a.I, x2.data_ptr<T>(), a.I, w_ih_t.data_ptr<T>(), G,
-                        gates.data_ptr<T>(), G, a.has_bias);
-    ForwardLoop<T> f{w_hh_t.data_ptr<T>(), ptr_or_null<T>(w_hr_t), h0_c.data_ptr<T>(),
-                     gates.data_ptr<T>(),  c.data_ptr<T>(),        y.data_ptr<T>(),
-                     need_backward ? cells.data_ptr<T>() : nullptr, ptr_or_null<T>(h_raw)};
+                        gates.data_ptr<T>(), G, false);
+    ForwardLoop<T> f{w_hh_t.data_ptr<T>(), ptr_or_null<T>(w_hr_t), ptr_or_null<T>(bias),
+                     h0_c.data_ptr<T>(),   gates.data_ptr<T>(),    c.data_ptr<T>(),
+                     y.data_ptr<T>(),      need_backward ? cells.data_ptr<T>() : nullptr,
+                     ptr_or_null<T>(h_raw)};
     lstm_forward_loop<T>(a, reverse, f);
     gather_final_hidden<T>(a, reverse, y.data_ptr<T>(), h_n.data_ptr<T>());
   });
@@ -112,16 +100,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout,
               "lstm_layer_backward: expected grad_y and y with ", a.N * a.Hout,
               " elements, got ", grad_y.sizes(), " and ", y.sizes());
-  const GateOrder order = gate_order(a.H);
-
   const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
   const Tensor y2 = as_compute(y, ct).view({a.N, a.Hout});
   const Tensor gy = as_compute(grad_y, ct).view({a.N, a.Hout});
   const Tensor gates_c = as_compute(gates, ct).view({a.N, G});
   const Tensor cells_c = as_compute(cells, ct).view({a.N, a.H});
   const Tensor h0_c = as_compute(h0, ct), c0_c = as_compute(c0, ct);
-  const Tensor w_ih_b = as_compute(w_ih, ct).index_select(0, order.to_blocked);  // [4H, I]
-  const Tensor w_hh_b = as_compute(w_hh, ct).index_select(0, order.to_blocked);  // [4H, Hout]
+  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
+  const Tensor w_ih_b = at::empty({G, a.I}, opts);     // [4H, I]    blocked rows
+  const Tensor w_hh_b = at::empty({G, a.Hout}, opts);  // [4H, Hout] blocked rows
   const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();
   Tensor dh = fresh(grad_h_n, ct);  // dh: [B, Hout], becomes grad_h0
   Tensor dc = fresh(grad_c_n, ct);  // dc: [B, H], becomes grad_c0
@@ -132,8 +119,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor grad_w_ih_t = at::empty({a.I, G}, opts);     // [I, 4H] blocked columns
   Tensor grad_w_hh_t = at::empty({a.Hout, G}, opts);  // [Hout, 4H] blocked columns
 
+  Tensor grad_w_ih = at::empty({G, a.I}, opts);     // natural rows
+  Tensor grad_w_hh = at::empty({G, a.Hout}, opts);  // natural rows
+  Tensor grad_b_ih = at::empty({a.has_bias ? G : 0}, opts);
+
   AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_backward_cpu", [&] {
     using T = scalar_t;
+    gate_rows_to_blocked<T>(w_ih_c.data_ptr<T>(), a.H, a.I, w_ih_b.data_ptr<T>());
+    gate_rows_to_blocked<T>(w_hh_c.data_ptr<T>(), a.H, a.Hout, w_hh_b.data_ptr<T>());
     BackwardLoop<T> b{w_hh_b.data_ptr<T>(),  ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
                       gates_c.data_ptr<T>(), cells_c.data_ptr<T>(),  c0_c.data_ptr<T>(),
                       dh.data_ptr<T>(),      dc.data_ptr<T>(),       dgates.data_ptr<T>(),
@@ -162,19 +155,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
       parallel_gemm_tn<T>(rest, a.Hout, G, yp + (reverse ? a.B : 0) * a.Hout, a.Hout,
                           dg + (reverse ? 0 : a.B) * G, G, gw_hh, G, true);
     }
+    // Back to nn.LSTM's gate order.
+    blocked_transposed_to_gate_rows<T>(grad_w_ih_t.data_ptr<T>(), a.H, a.I,
+                                       grad_w_ih.data_ptr<T>());
+    blocked_transposed_to_gate_rows<T>(gw_hh, a.H, a.Hout, grad_w_hh.data_ptr<T>());
+    if (a.has_bias) {
+      // grad_b = column sums of dgates, accumulated row by row (vectorizes).
+      std::vector<T> sums(G, T(0));
+      for (int64_t r = 0; r < a.N; ++r) {
+        const T* row = dg + r * G;
+        for (int64_t col = 0; col < G; ++col) sums[col] += row[col];
+      }
+      T* gb = grad_b_ih.data_ptr<T>();
+      for (int64_t col = 0; col < G; ++col) gb[natural_gate_row(a.H, col)] = sums[col];
+    }
   });
 
-  const Tensor grad_w_ih = grad_w_ih_t.t().index_select(0, order.to_natural);
-  const Tensor grad_w_hh = grad_w_hh_t.t().index_select(0, order.to_natural);
-  Tensor grad_b_ih = at::empty({0}, opts), grad_b_hh = at::empty({0}, opts);
-  if (a.has_bias) {
-    grad_b_ih = dgates.sum(0).index_select(0, order.to_natural);
-    grad_b_hh = grad_b_ih.clone();
-  }
+  Tensor grad_b_hh = at::empty({0}, opts);
+  if (a.has_bias) grad_b_hh = grad_b_ih.clone();
   Tensor grad_w_hr = at::empty({0}, opts);
   if (a.has_proj) {
     // h_raw = o * tanh(c) of every step, recomputed from what forward saved.
-    const Tensor h_raw = gates_c.index_select(1, order.o_columns) * cells_c.tanh();
+    Tensor o_columns = at::empty({a.H}, at::kLong);
+    for (int64_t j = 0; j < a.H; ++j) o_columns.data_ptr<int64_t>()[j] = blocked_gate_column(a.H, 3, j);
+    const Tensor h_raw = gates_c.index_select(1, o_columns) * cells_c.tanh();
     grad_w_hr = at::mm(dh_total.t(), h_raw);  // [Hout, H]
   }
   const auto wdt = w_ih.scalar_type();

@@ -16,7 +16,9 @@ namespace fused_lstm::cpu {
 
 template <typename T>
 struct ForwardStep {
-  // In:  gates [rows, 4H] (stride gates_ld) pre-activations a_i, a_f, a_g, a_o.
+  // In:  gates [rows, 4H] (stride gates_ld) pre-activations a_i, a_f, a_g, a_o,
+  //      less the bias.
+  //      bias  [4H] added to every row's gates, or null.
   //      c     [rows, H]  (stride c_ld)     previous cell state.
   // Out: gates <- activated i, f, g, o (only if save_gates; else untouched).
   //      c     <- new cell state (in place).
@@ -24,6 +26,7 @@ struct ForwardStep {
   //      h     [rows, H] (stride h_ld)      h = o * tanh(c).
   //      h2    [rows, H] (stride h2_ld)     second copy of h, or null.
   T* gates; int64_t gates_ld;
+  const T* bias;
   T* c; int64_t c_ld;
   T* c_out; int64_t c_out_ld;
   T* h; int64_t h_ld;

@@ -38,10 +38,18 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
     T* h2 = s.h2 ? s.h2 + r * s.h2_ld : nullptr;
     for (int64_t j = j0; j < j1; j += W) {
       const int64_t n = std::min<int64_t>(W, j1 - j);
-      const V i = vec_sigmoid(V::loadu(gi + j, n));
-      const V f = vec_sigmoid(V::loadu(gf + j, n));
-      const V g = V::loadu(gg + j, n).tanh();
-      const V o = vec_sigmoid(V::loadu(go + j, n));
+      V ai = V::loadu(gi + j, n), af = V::loadu(gf + j, n);
+      V ag = V::loadu(gg + j, n), ao = V::loadu(go + j, n);
+      if (s.bias) {
+        ai = ai + V::loadu(s.bias + j, n);
+        af = af + V::loadu(s.bias + H + j, n);
+        ag = ag + V::loadu(s.bias + 2 * H + j, n);
+        ao = ao + V::loadu(s.bias + 3 * H + j, n);
+      }
+      const V i = vec_sigmoid(ai);
+      const V f = vec_sigmoid(af);
+      const V g = ag.tanh();
+      const V o = vec_sigmoid(ao);
       const V c_new = lstm_cell_state(i, f, g, V::loadu(c + j, n));
       const V h_new = lstm_hidden(o, c_new.tanh());
       c_new.store(c + j, n);

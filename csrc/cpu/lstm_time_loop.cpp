@@ -17,9 +17,6 @@ namespace {
 // costs more than the work it would share.
 constexpr int64_t kMinParallelStepMacs = 32 * 1024;
 
-int64_t chunk_count(int64_t H) { return (H + kGateChunk - 1) / kGateChunk; }
-int64_t chunk_width(int64_t H, int64_t c) { return std::min(kGateChunk, H - c * kGateChunk); }
-
 // The part of a step one thread owns: gate chunks [c0, c1) (hidden units
 // [u0, u1), gate columns [g0, g1)), and columns [o0, o1) of an Hout-wide row.
 struct Share {
@@ -68,17 +65,6 @@ void run_team(int64_t P, const Body& body) {
 
 }  // namespace
 
-std::vector<int64_t> blocked_gate_order(int64_t H) {
-  std::vector<int64_t> order;
-  order.reserve(4 * H);
-  for (int64_t c = 0; c < chunk_count(H); ++c) {
-    const int64_t u0 = c * kGateChunk, w = chunk_width(H, c);
-    for (int64_t gate = 0; gate < 4; ++gate)
-      for (int64_t j = 0; j < w; ++j) order.push_back(gate * H + u0 + j);
-  }
-  return order;
-}
-
 template <typename T>
 void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f) {
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
@@ -105,6 +91,7 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
       for (int64_t c = s.c0; c < s.c1; ++c) {
         const int64_t u = c * kGateChunk, w = chunk_width(H, c);
         ForwardStep<T> st{gates + 4 * u, G,
+                          f.bias ? f.bias + 4 * u : nullptr,
                           f.c + u, H,
                           save ? f.cells + off * H + u : nullptr, H,
                           proj ? f.h_raw + u : y + u, proj ? H : Hout,

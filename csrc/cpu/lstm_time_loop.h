@@ -5,34 +5,21 @@
 // and input gradients after the backward loop. The loops hold what must run
 // step by step, with no allocation inside.
 //
-// Gate layout. The 4H gate columns are kept in a blocked order: hidden units
-// are grouped in chunks of kGateChunk, and each chunk's i, f, g, o columns sit
-// side by side ([i_c | f_c | g_c | o_c] for chunk c). A thread that owns a run
-// of chunks then computes its gate columns with one GEMM and runs the cell
-// update for exactly those units, without waiting for the other threads; the
-// threads meet once per step (twice with a projection). Weights are permuted
-// into this order once per call (blocked_gate_order), and the weight gradients
-// permuted back.
+// Gate columns are in the blocked order of gate_layout.h.
 #pragma once
 
-#include <vector>
-
 #include "../lstm_layer_args.h"
+#include "gate_layout.h"
 
 namespace fused_lstm::cpu {
-
-constexpr int64_t kGateChunk = 32;
-
-// blocked_gate_order(H)[col] = the row of the natural [i; f; g; o] layout that
-// blocked column `col` holds.
-std::vector<int64_t> blocked_gate_order(int64_t H);
 
 template <typename T>
 struct ForwardLoop {
   const T* w_hh_t;  // [Hout, 4H] w_hh^T, blocked columns
   const T* w_hr_t;  // [H, Hout]  w_hr^T, or null
+  const T* bias;    // [4H] blocked, b_ih + b_hh, or null
   const T* h0;      // [B, Hout]
-  T* gates;         // [N, 4H] blocked. in: x @ w_ih^T + biases; out: activated gates if saving
+  T* gates;         // [N, 4H] blocked. in: x @ w_ih^T; out: activated gates if saving
   T* c;             // [B, H]    in: c0; out: c_n
   T* y;             // [N, Hout] out: h of every step
   T* cells;         // [N, H] out: c after every step, or null (inference)

@@ -1,5 +1,7 @@
 #include "cpu_gemm.h"
 
+#include "lstm_pointwise.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -159,10 +161,8 @@ void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, 
     }
     for (int64_t r0 = 0; r0 < R; r0 += kTnPanel) {
       const int64_t rn = std::min(kTnPanel, R - r0);
-      for (int64_t r = 0; r < rn; ++r) {
-        const T* src = A + (r0 + r) * lda + k0;
-        for (int64_t k = 0; k < kk; ++k) panel[k * kTnPanel + r] = src[k];
-      }
+      // panel[k, r] = A[r0 + r, k0 + k]
+      pointwise_kernels<T>().transpose(A + r0 * lda + k0, lda, panel.data(), kTnPanel, rn, kk);
       gemm_nn<T>(kk, n1 - n0, rn, panel.data(), kTnPanel, B + r0 * ldb + n0, ldb,
                  C + k0 * ldc + n0, ldc, acc);
       acc = true;

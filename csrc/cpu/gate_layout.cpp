@@ -1,13 +1,11 @@
 #include "gate_layout.h"
 
+#include "lstm_pointwise.h"
+
 #include <algorithm>
 #include <cstring>
 
 namespace fused_lstm::cpu {
-
-namespace {
-constexpr int64_t kTile = 16;  // square tiles for the transposing copies
-}
 
 template <typename T>
 void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
@@ -15,32 +13,31 @@ void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
     std::memcpy(out + col * K, w + natural_gate_row(H, col) * K, sizeof(T) * K);
 }
 
+// In the blocked order, gate `gate` of chunk c covers natural rows
+// [gate * H + u0, gate * H + u0 + w): each (chunk, gate) block is a plain
+// transpose of w contiguous rows.
 template <typename T>
 void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
+  const auto& kernels = pointwise_kernels<T>();
   const int64_t G = 4 * H;
-  for (int64_t c0 = 0; c0 < G; c0 += kTile) {
-    const int64_t c1 = std::min(G, c0 + kTile);
-    int64_t rows[kTile];
-    for (int64_t c = c0; c < c1; ++c) rows[c - c0] = natural_gate_row(H, c);
-    // Each output row gets a contiguous run of kTile columns, gathered from
-    // kTile source rows that stay in L1 across k.
-    for (int64_t k = 0; k < K; ++k) {
-      T* dst = out + k * G;
-      for (int64_t c = c0; c < c1; ++c) dst[c] = w[rows[c - c0] * K + k];
+  for (int64_t c = 0; c < chunk_count(H); ++c) {
+    const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      kernels.transpose(w + (gate * H + u0) * K, K, out + blocked_gate_column(H, gate, u0), G,
+                        width, K);
     }
   }
 }
 
 template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
+  const auto& kernels = pointwise_kernels<T>();
   const int64_t G = 4 * H;
-  for (int64_t c0 = 0; c0 < G; c0 += kTile) {
-    const int64_t c1 = std::min(G, c0 + kTile);
-    int64_t rows[kTile];
-    for (int64_t c = c0; c < c1; ++c) rows[c - c0] = natural_gate_row(H, c);
-    for (int64_t k = 0; k < K; ++k) {
-      const T* src = g + k * G;
-      for (int64_t c = c0; c < c1; ++c) out[rows[c - c0] * K + k] = src[c];
+  for (int64_t c = 0; c < chunk_count(H); ++c) {
+    const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      kernels.transpose(g + blocked_gate_column(H, gate, u0), G, out + (gate * H + u0) * K, K, K,
+                        width);
     }
   }
 }

@@ -1,4 +1,5 @@
-// Per-step pointwise kernels of the CPU LSTM, as a table of plain functions.
+// Per-step pointwise kernels of the CPU LSTM (and the transposing copy the
+// GEMMs need), as a table of plain functions.
 //
 // The same template source (lstm_pointwise_kernels.h) is compiled once per
 // instruction set (DEFAULT, AVX2, AVX512); `pointwise_kernels<T>()` returns the
@@ -57,6 +58,9 @@ template <typename T>
 struct PointwiseKernels {
   void (*forward)(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
   void (*backward)(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
+  // dst[j, i] = src[i, j] for i < M, j < N (strides ld_src, ld_dst): the
+  // weight and panel transposes of the GEMMs, in 16 x 16 register tiles.
+  void (*transpose)(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, int64_t N);
   const char* isa;
 };
 

@@ -96,8 +96,13 @@ void backward_step(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0
 }
 
 template <typename T>
+void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, int64_t N) {
+  at::vec::transpose_mxn<T>(src, ld_src, dst, ld_dst, static_cast<int>(M), static_cast<int>(N));
+}
+
+template <typename T>
 const PointwiseKernels<T>* kernel_table(const char* isa) {
-  static const PointwiseKernels<T> table{&forward_step<T>, &backward_step<T>, isa};
+  static const PointwiseKernels<T> table{&forward_step<T>, &backward_step<T>, &transpose<T>, isa};
   return &table;
 }
 

@@ -1,0 +1,92 @@
+"""What this fused_lstm build is and what it runs on.
+
+    python -m fused_lstm          (or: python -m fused_lstm.info [--json])
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Dict
+
+
+def _extension_file():
+    from . import _extension
+
+    if _extension._C is not None:
+        return getattr(_extension._C, "__file__", None)
+    # Not loaded: point at what is there (if anything), to help explain why.
+    here = os.path.dirname(os.path.abspath(__file__))
+    found = sorted(glob.glob(os.path.join(here, "_C*.so"))
+                   + glob.glob(os.path.join(here, "_C*.pyd")))
+    return found[0] if found else None
+
+
+def collect() -> Dict[str, object]:
+    """The build facts, as a flat dict of JSON-friendly values."""
+    import torch
+
+    import fused_lstm
+    from . import _extension
+
+    gpu = torch.cuda.is_available()
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if gpu else []
+    error = _extension.load_error
+    return {
+        "fused_lstm": fused_lstm.__version__,
+        "fused_lstm_path": os.path.dirname(os.path.abspath(fused_lstm.__file__)),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "cpu_kernels": fused_lstm.extension_loaded(),
+        "fallback_reason": None if error is None else f"{type(error).__name__}: {error}",
+        "cuda_kernels": fused_lstm.cuda_available(),
+        "gpu_visible": gpu,
+        "gpus": gpus,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "num_threads": torch.get_num_threads(),
+        "extension_file": _extension_file(),
+    }
+
+
+def format_info(info: Dict[str, object]) -> str:
+    def yes(flag):
+        return "yes" if flag else "no"
+
+    if info["cpu_kernels"]:
+        cpu = "yes (compiled C++ kernels in use)"
+    else:
+        cpu = ("no, using the slow plain-PyTorch reference fallback"
+               + (f" ({info['fallback_reason']})" if info["fallback_reason"] else ""))
+    gpu = yes(info["gpu_visible"])
+    if info["gpus"]:
+        gpu += f" ({len(info['gpus'])}: {', '.join(info['gpus'])})"
+    rows = [
+        ("fused_lstm", f"{info['fused_lstm']} ({info['fused_lstm_path']})"),
+        ("torch", info["torch"]),
+        ("torch built with CUDA", info["torch_cuda"] or "no (CPU-only torch)"),
+        ("python", info["python"]),
+        ("compiled CPU kernels", cpu),
+        ("CUDA kernels in build", yes(info["cuda_kernels"])),
+        ("GPU visible", gpu),
+        ("CPU vector ISA (ATen)", info["cpu_capability"]),
+        ("OpenMP threads", info["num_threads"]),
+        ("extension file", info["extension_file"] or "not found"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fused_lstm",
+                                description="Print what this fused_lstm build is and runs on.")
+    p.add_argument("--json", action="store_true", help="print the facts as one JSON object")
+    args = p.parse_args(argv)
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

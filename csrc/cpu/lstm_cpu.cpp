@@ -23,6 +23,9 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
+// Batch rows from which the input projection runs step by step (see forward).
+constexpr int64_t kMinRowsForStepInput = 16;
+
 void check_cpu(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "fused_lstm CPU kernel: expected tensors on the CPU, got ",
               x.device());
@@ -45,7 +48,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, ct);
-  Tensor gates = at::empty({a.N, G}, opts);  // gates: [N, 4H] blocked
+  // With enough rows per step the input projection runs inside the time loop,
+  // step by step (a GEMM with B rows runs as fast as one with T * B here), so
+  // inference needs a gate buffer one step long. At small batch one GEMM over
+  // all steps is faster.
+  const bool input_per_step = a.B >= kMinRowsForStepInput;
+  const bool gates_all_steps = need_backward || !input_per_step;
+  Tensor gates = at::empty({gates_all_steps ? a.N : a.B, G}, opts);  // [N or B, 4H] blocked
   Tensor c = fresh(c0, ct);                  // c: [B, H], becomes c_n
   Tensor y = at::empty({a.N, a.Hout}, opts);  // y: [N, Hout]
   Tensor h_n = fresh(h0, ct);                // h_n: [B, Hout]
@@ -66,12 +75,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
         pb[col] = pi[row] + ph[row];
       }
     }
-    // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
-    parallel_gemm_nn<T>(a.N, G, a.I, x2.data_ptr<T>(), a.I, w_ih_t.data_ptr<T>(), G,
-                        gates.data_ptr<T>(), G, false);
-    ForwardLoop<T> f{w_hh_t.data_ptr<T>(), ptr_or_null<T>(w_hr_t), ptr_or_null<T>(bias),
-                     h0_c.data_ptr<T>(),   gates.data_ptr<T>(),    c.data_ptr<T>(),
-                     y.data_ptr<T>(),      need_backward ? cells.data_ptr<T>() : nullptr,
+    if (!input_per_step) {
+      // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
+      parallel_gemm_nn<T>(a.N, G, a.I, x2.data_ptr<T>(), a.I, w_ih_t.data_ptr<T>(), G,
+                          gates.data_ptr<T>(), G, false);
+    }
+    ForwardLoop<T> f{input_per_step ? x2.data_ptr<T>() : nullptr,
+                     w_ih_t.data_ptr<T>(),
+                     w_hh_t.data_ptr<T>(),
+                     ptr_or_null<T>(w_hr_t),
+                     ptr_or_null<T>(bias),
+                     h0_c.data_ptr<T>(),
+                     gates.data_ptr<T>(),
+                     gates_all_steps,
+                     c.data_ptr<T>(),
+                     y.data_ptr<T>(),
+                     need_backward ? cells.data_ptr<T>() : nullptr,
                      ptr_or_null<T>(h_raw)};
     lstm_forward_loop<T>(a, reverse, f);
     gather_final_hidden<T>(a, reverse, y.data_ptr<T>(), h_n.data_ptr<T>());

@@ -76,8 +76,13 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
     for (int64_t k = 0; k < a.T; ++k) {
       const int64_t t = step_time(a, reverse, k);
       const int64_t off = a.offset[t], rows = a.rows[t];
-      T* gates = f.gates + off * G;  // gates: [rows, 4H]
-      T* y = f.y + off * Hout;       // y: [rows, Hout]
+      T* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
+      T* y = f.y + off * Hout;                                 // y: [rows, Hout]
+      if (f.x) {
+        // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
+        gemm_nn<T>(rows, s.g1 - s.g0, a.I, f.x + off * a.I, a.I, f.w_ih_t + s.g0, G,
+                   gates + s.g0, G, false);
+      }
       // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
       // step for the rows it had, h0 for rows that start here.
       const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;

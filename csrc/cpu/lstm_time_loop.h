@@ -13,13 +13,20 @@
 
 namespace fused_lstm::cpu {
 
+// The input projection x_t @ w_ih^T is either precomputed for all steps in
+// `gates` (x null), or computed step by step inside the loop (x given), which
+// keeps the gate buffer in cache and, when nothing is saved, one step long.
 template <typename T>
 struct ForwardLoop {
+  const T* x;       // [N, I], or null when gates already hold x @ w_ih^T
+  const T* w_ih_t;  // [I, 4H] w_ih^T, blocked columns (with x)
   const T* w_hh_t;  // [Hout, 4H] w_hh^T, blocked columns
   const T* w_hr_t;  // [H, Hout]  w_hr^T, or null
   const T* bias;    // [4H] blocked, b_ih + b_hh, or null
   const T* h0;      // [B, Hout]
-  T* gates;         // [N, 4H] blocked. in: x @ w_ih^T; out: activated gates if saving
+  T* gates;         // [N, 4H] blocked (or [B, 4H] for one step at a time, see below).
+                    // in: x @ w_ih^T unless x is given; out: activated gates if saving
+  bool gates_all_steps;  // gates has a row block per step (else one, reused)
   T* c;             // [B, H]    in: c0; out: c_n
   T* y;             // [N, Hout] out: h of every step
   T* cells;         // [N, H] out: c after every step, or null (inference)

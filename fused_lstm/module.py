@@ -227,6 +227,28 @@ class FusedLSTM(nn.Module):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return y, (h_n, c_n)
 
+    def _autocast_dtypes(self, x: Tensor, batch_sizes: Optional[Tensor]):
+        """Under autocast: (dtype to run in, dtype of output and h_n, dtype of c_n), else None.
+
+        These are the dtypes nn.LSTM gives. On the CPU, with float32 input, its
+        oneDNN path (dense input, no projection) runs in the autocast dtype; with a
+        projection its generic path returns output and h_n in the autocast dtype
+        but c_n in float32; packed input without a projection stays float32.
+        """
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return None
+        low = torch.get_autocast_dtype(device)
+        if device != "cpu":
+            return low, low, low
+        if x.dtype != torch.float32:
+            return None
+        if self.proj_size > 0:
+            return torch.float32, low, torch.float32
+        if batch_sizes is None:
+            return low, low, low
+        return None
+
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
                     hx: Optional[Tuple[Tensor, Tensor]], batch: int):
         """All layers and directions. x: [T, B, I] or packed [N, I]."""
@@ -234,9 +256,9 @@ class FusedLSTM(nn.Module):
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
         weights = self.all_weights
         dtype = x.dtype
-        if torch.is_autocast_enabled(x.device.type):
-            # Run where nn.LSTM runs under autocast: in the autocast dtype.
-            dtype = torch.get_autocast_dtype(x.device.type)
+        autocast = self._autocast_dtypes(x, batch_sizes)
+        if autocast is not None:
+            dtype = autocast[0]
             weights = [[w.to(dtype) for w in ws] for ws in weights]
         x = x.to(dtype)
         if hx is None:
@@ -264,7 +286,10 @@ class FusedLSTM(nn.Module):
             layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n)
+        y, h, c = layer_input, torch.stack(h_n), torch.stack(c_n)
+        if autocast is not None:
+            y, h, c = y.to(autocast[1]), h.to(autocast[1]), c.to(autocast[2])
+        return y, h, c
 
 
 def convert(model: nn.Module) -> nn.Module:

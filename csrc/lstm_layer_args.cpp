@@ -90,4 +90,22 @@ LayerArgs check_layer_args(const at::Tensor& x, const std::optional<at::Tensor>&
   return a;
 }
 
+void check_backward_args(const LayerArgs& a, const at::Tensor& grad_y,
+                         const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                         const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& y,
+                         const at::Tensor& gates, const at::Tensor& cells) {
+  const int64_t G = 4 * a.H;
+  TORCH_CHECK(gates.numel() == a.N * G && cells.numel() == a.N * a.H,
+              "lstm_layer_backward: expected saved gates [", a.N, ", ", G, "] and cells [", a.N,
+              ", ", a.H, "] (run lstm_layer_forward with need_backward=True), got ", gates.sizes(),
+              " and ", cells.sizes());
+  TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout,
+              "lstm_layer_backward: expected grad_y and y with ", a.N * a.Hout,
+              " elements, got ", grad_y.sizes(), " and ", y.sizes());
+  TORCH_CHECK(grad_h_n.sizes() == h0.sizes() && grad_c_n.sizes() == c0.sizes(),
+              "lstm_layer_backward: expected grad_h_n of size ", h0.sizes(),
+              " and grad_c_n of size ", c0.sizes(), ", got ", grad_h_n.sizes(), " and ",
+              grad_c_n.sizes());
+}
+
 }  // namespace fused_lstm

@@ -31,6 +31,13 @@ LayerArgs check_layer_args(const at::Tensor& x, const std::optional<at::Tensor>&
                            const std::optional<at::Tensor>& b_hh,
                            const std::optional<at::Tensor>& w_hr);
 
+// Checks what lstm_layer_backward receives besides the forward arguments: the
+// gradients of forward's outputs, and y, gates and cells saved by forward.
+void check_backward_args(const LayerArgs& a, const at::Tensor& grad_y,
+                         const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                         const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& y,
+                         const at::Tensor& gates, const at::Tensor& cells);
+
 // dtype of the gate and cell buffers: float32 for float16/bfloat16 inputs.
 inline at::ScalarType compute_dtype(at::ScalarType t) {
   return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;

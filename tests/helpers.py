@@ -1,5 +1,7 @@
 """Shared test helpers: paired modules, random inputs, error measures."""
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
@@ -8,6 +10,16 @@ from fused_lstm import FusedLSTM
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
+# The configuration grid the parity tests run over, on every device.
+GRID = list(itertools.product(
+    [1, 2, 3],          # num_layers
+    [False, True],      # bidirectional
+    [False, True],      # batch_first
+    [True, False],      # bias
+    [0, 3],             # proj_size
+    [False, True],      # hx given
+))
+
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     """Max absolute difference, relative to the largest magnitude of `want`."""
@@ -15,17 +27,36 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.detach() - want.detach()).abs().max() / scale).item()
 
 
-def make_pair(dtype=torch.float32, seed=None, **cfg):
-    """An nn.LSTM with fresh random weights and a FusedLSTM holding the same ones."""
+def make_pair(dtype=torch.float32, seed=None, device="cpu", fused_device=None, **cfg):
+    """An nn.LSTM with fresh random weights and a FusedLSTM holding the same ones.
+
+    Both on `device`, or the FusedLSTM on `fused_device` when given (to compare a
+    device's kernels with nn.LSTM on the CPU).
+    """
     if seed is not None:
         torch.manual_seed(seed)
-    ref = nn.LSTM(dtype=dtype, **cfg)
+    ref = nn.LSTM(dtype=dtype, device=device, **cfg)
     with torch.no_grad():  # wider than the default init, so every gate saturates somewhere
         for p in ref.parameters():
             p.uniform_(-0.6, 0.6)
-    fused = FusedLSTM(dtype=dtype, **cfg)
+    fused = FusedLSTM(dtype=dtype, device=device, **cfg)
     fused.load_state_dict(ref.state_dict(), strict=True)
-    return ref, fused
+    return ref, fused.to(fused_device or device)
+
+
+def gradcheck_layer_op(args, reverse):
+    """gradcheck of lstm_layer_forward's (y, h_n, c_n) w.r.t. every tensor in args.
+
+    args: the op's arguments before `reverse` (x, batch_sizes, h0, c0, w_ih, w_hh,
+    b_ih, b_hh, w_hr); batch_sizes and absent optionals stay fixed.
+    """
+    def f(*tensors):
+        it = iter(tensors)
+        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
+        return torch.ops.fused_lstm.lstm_layer_forward(*full, reverse, True)[:3]
+
+    tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
+    return torch.autograd.gradcheck(f, tensors)
 
 
 def flat_outputs(out):

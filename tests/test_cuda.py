@@ -4,7 +4,6 @@ float64, gradcheck, opcheck, determinism, streams and device checks.
 Skipped as a whole without a visible GPU or without the CUDA kernels in the build.
 """
 
-import itertools
 
 import pytest
 
@@ -20,7 +19,8 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from fused_lstm import FusedLSTM  # noqa: E402
-from helpers import assert_same_run, flat_outputs, make_pair, rel_err  # noqa: E402
+from helpers import (  # noqa: E402
+    GRID, assert_same_run, flat_outputs, gradcheck_layer_op, make_pair, rel_err)
 
 DEVICE = "cuda"
 OPS = torch.ops.fused_lstm
@@ -46,14 +46,6 @@ def state(layers, directions, batch, size, dtype=torch.float32, requires_grad=Tr
 # float32 parity with cuDNN
 # ---------------------------------------------------------------------------
 
-GRID = list(itertools.product(
-    [1, 2, 3],          # num_layers
-    [False, True],      # bidirectional
-    [False, True],      # batch_first
-    [True, False],      # bias
-    [0, 3],             # proj_size
-    [False, True],      # hx given
-))
 
 
 @pytest.mark.parametrize("layers,bidir,batch_first,bias,proj,with_hx", GRID)
@@ -259,14 +251,7 @@ IDS = ["dense", "proj", "nobias", "packed", "packed-proj"]
 def test_gradcheck_op_float64(case, reverse):
     torch.manual_seed(1)
     args = layer_args(**case)
-
-    def f(*tensors):
-        it = iter(tensors)
-        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
-        return OPS.lstm_layer_forward(*full, reverse, True)[:3]
-
-    tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
-    assert torch.autograd.gradcheck(f, tensors)
+    assert gradcheck_layer_op(args, reverse)
 
 
 # ---------------------------------------------------------------------------

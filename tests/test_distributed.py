@@ -58,6 +58,9 @@ def _worker(rank, init_file, data_file, out_dir):
         losses = train(ddp, data["x"][rows], data["target"][rows], STEPS)
         torch.save({"state": model.state_dict(), "losses": losses},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        # Leave together: a rank tearing down gloo while its peer is still using the
+        # connection aborts the peer ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequen
 
 import fused_lstm
 from fused_lstm import FusedLSTM
-from helpers import rel_err
+from helpers import make_pair, rel_err
 
 HAS_CUDA = fused_lstm.cuda_available() and torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -43,15 +43,8 @@ def one_intra_op_thread():
 
 
 def pair(cfg, dtype=torch.float64, device="cpu", seed=0):
-    """nn.LSTM (CPU) and FusedLSTM (on device) holding the same fresh random weights."""
-    torch.manual_seed(seed)
-    ref = nn.LSTM(dtype=dtype, **cfg)
-    with torch.no_grad():  # wider than the default init, so gates saturate somewhere
-        for p in ref.parameters():
-            p.uniform_(-0.6, 0.6)
-    fused = FusedLSTM(dtype=dtype, **cfg)
-    fused.load_state_dict(ref.state_dict(), strict=True)
-    return ref, fused.to(device)
+    """nn.LSTM (CPU) and FusedLSTM (on device) with the same fresh random weights."""
+    return make_pair(dtype, seed=seed, fused_device=device, **cfg)
 
 
 def leaf(shape, dtype=torch.float64, device="cpu"):

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
 from fused_lstm import FusedLSTM
-from helpers import rel_err
+from helpers import make_pair, rel_err
 
 HAS_CUDA = fused_lstm.cuda_available() and torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -53,14 +53,7 @@ FUZZ_BAD = settings(FUZZ, max_examples=30)  # per mutation
 
 def pair(cfg, dtype, seed, device="cpu"):
     """nn.LSTM (CPU) and FusedLSTM (on device) with the same fresh random weights."""
-    torch.manual_seed(seed)
-    ref = nn.LSTM(dtype=dtype, **cfg)
-    with torch.no_grad():  # wider than the default init, so gates saturate somewhere
-        for p in ref.parameters():
-            p.uniform_(-0.6, 0.6)
-    fused = FusedLSTM(dtype=dtype, **cfg)
-    fused.load_state_dict(ref.state_dict(), strict=True)
-    return ref, fused.to(device)
+    return make_pair(dtype, seed=seed, fused_device=device, **cfg)
 
 
 def to_dev(t, device):

@@ -5,6 +5,7 @@ import torch
 
 import fused_lstm
 from fused_lstm.reference import lstm_layer_reference
+from helpers import gradcheck_layer_op
 
 pytestmark = pytest.mark.skipif(not fused_lstm.extension_loaded(),
                                 reason="compiled extension not built")
@@ -54,14 +55,7 @@ def test_forward_matches_reference(case, reverse):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradcheck_op(case, reverse):
     args = layer_args(**case)
-
-    def f(*tensors):
-        it = iter(tensors)
-        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
-        return OPS.lstm_layer_forward(*full, reverse, True)[:3]
-
-    tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
-    assert torch.autograd.gradcheck(f, tensors)
+    assert gradcheck_layer_op(args, reverse)
 
 
 @pytest.mark.parametrize("need_backward", [False, True])
@@ -121,3 +115,14 @@ def test_op_rejects_bad_shapes_cleanly():
     bad[0] = args[0].double()
     with pytest.raises(RuntimeError, match="dtype"):
         OPS.lstm_layer_forward(*bad, False, False)
+
+
+def test_backward_op_rejects_mismatched_gradients():
+    args = layer_args(dtype=torch.float32, requires_grad=False)
+    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, False, True)
+    grads = [torch.randn_like(y), torch.randn(7, 5), torch.randn_like(c_n)]
+    with pytest.raises(RuntimeError, match=r"grad_h_n of size \[3, 5\]"):
+        OPS.lstm_layer_backward(*grads, *args, y, gates, cells, False)
+    grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
+    with pytest.raises(RuntimeError, match="need_backward=True"):
+        OPS.lstm_layer_backward(*grads, *args, y, gates[:0], cells[:0], False)

@@ -1,21 +1,11 @@
 """FusedLSTM against nn.LSTM on shared weights: outputs and every gradient."""
 
-import itertools
-
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from helpers import assert_same_run, make_pair
+from helpers import GRID, assert_same_run, make_pair
 
-GRID = list(itertools.product(
-    [1, 2, 3],          # num_layers
-    [False, True],      # bidirectional
-    [False, True],      # batch_first
-    [True, False],      # bias
-    [0, 3],             # proj_size
-    [False, True],      # hx given
-))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -112,13 +112,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const auto ct = compute_dtype(dt);
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H;
-  TORCH_CHECK(gates.numel() == a.N * G && cells.numel() == a.N * a.H,
-              "lstm_layer_backward: expected saved gates [", a.N, ", ", G, "] and cells [", a.N,
-              ", ", a.H, "] (run lstm_layer_forward with need_backward=True), got ", gates.sizes(),
-              " and ", cells.sizes());
-  TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout,
-              "lstm_layer_backward: expected grad_y and y with ", a.N * a.Hout,
-              " elements, got ", grad_y.sizes(), " and ", y.sizes());
+  check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
   const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
   const Tensor y2 = as_compute(y, ct).view({a.N, a.Hout});
   const Tensor gy = as_compute(grad_y, ct).view({a.N, a.Hout});

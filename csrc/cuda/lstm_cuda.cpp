@@ -310,17 +310,7 @@ lstm_layer_backward_cuda(const Tensor& grad_y, const Tensor& grad_h_n, const Ten
        {"cells", &cells}});
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   const int64_t G = 4 * a.H;
-  TORCH_CHECK(gates.numel() == a.N * G && cells.numel() == a.N * a.H,
-              "lstm_layer_backward: expected saved gates [", a.N, ", ", G, "] and cells [", a.N,
-              ", ", a.H, "] (run lstm_layer_forward with need_backward=True), got ", gates.sizes(),
-              " and ", cells.sizes());
-  TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout,
-              "lstm_layer_backward: expected grad_y and y with ", a.N * a.Hout,
-              " elements, got ", grad_y.sizes(), " and ", y.sizes());
-  TORCH_CHECK(grad_h_n.sizes() == h0.sizes() && grad_c_n.sizes() == c0.sizes(),
-              "lstm_layer_backward: expected grad_h_n of size ", h0.sizes(),
-              " and grad_c_n of size ", c0.sizes(), ", got ", grad_h_n.sizes(), " and ",
-              grad_c_n.sizes());
+  check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   if (compute_dtype(x.scalar_type()) == at::kDouble) {

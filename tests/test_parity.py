@@ -111,3 +111,20 @@ def test_eval_mode_has_no_dropout():
     ref.eval()
     fused.eval()
     assert_same_run(ref, fused, torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True))
+
+
+@pytest.mark.parametrize("case", ["dense", "packed", "wide-batch"])
+def test_long_inputs_span_several_backward_blocks(case):
+    """Backward turns d(gates) into gradients in blocks of about 512 rows; cross them."""
+    ref, fused = make_pair(torch.float64, seed=3, input_size=3, hidden_size=4, num_layers=2,
+                           bidirectional=True, proj_size=2 if case == "packed" else 0)
+    if case == "packed":
+        lengths = torch.tensor([120, 300, 7, 250])  # 677 rows, unsorted
+        padded = torch.randn(4, 300, 3, dtype=torch.float64)
+        x = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+        x.data.requires_grad_(True)
+    elif case == "dense":
+        x = torch.randn(300, 3, 3, dtype=torch.float64, requires_grad=True)  # 900 rows
+    else:
+        x = torch.randn(3, 600, 3, dtype=torch.float64, requires_grad=True)  # one step > 512 rows
+    assert_same_run(ref, fused, x)

@@ -10,6 +10,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <tuple>
 #include <vector>
@@ -28,6 +29,8 @@ using OptTensor = std::optional<Tensor>;
 
 // Batch rows from which the input projection runs step by step (see forward).
 constexpr int64_t kMinRowsForStepInput = 16;
+// Rows of d(gates) backward keeps before turning them into gradients (see backward).
+constexpr int64_t kBackwardBlockRows = 512;
 
 // A fresh buffer of many MiB costs a page fault per 4 KiB on first touch (at
 // T=100 B=64 H=512, 16,000 faults: 13% of a training step). Where the kernel
@@ -140,12 +143,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();
   Tensor dh = fresh(grad_h_n, ct);  // dh: [B, Hout], becomes grad_h0
   Tensor dc = fresh(grad_c_n, ct);  // dc: [B, H], becomes grad_c0
-  Tensor dgates = with_huge_pages(at::empty({a.N, G}, opts));  // dgates: [N, 4H] blocked
   const Tensor dh_total = a.has_proj ? at::empty({a.N, a.Hout}, opts) : Tensor();
   const Tensor dh_raw = a.has_proj ? at::empty({a.B, a.H}, opts) : Tensor();
   Tensor grad_x = with_huge_pages(at::empty({a.N, a.I}, opts));
-  Tensor grad_w_ih_t = at::empty({a.I, G}, opts);     // [I, 4H] blocked columns
-  Tensor grad_w_hh_t = at::empty({a.Hout, G}, opts);  // [Hout, 4H] blocked columns
+  Tensor grad_w_ih_t = at::zeros({a.I, G}, opts);     // [I, 4H] blocked columns
+  Tensor grad_w_hh_t = at::zeros({a.Hout, G}, opts);  // [Hout, 4H] blocked columns
+  // Steps run in blocks of about kBackwardBlockRows rows: the backward loop
+  // writes a block's d(gates), then whole-block GEMMs turn it into its rows of
+  // grad_x and its share of the weight gradients while it is still in cache.
+  const int64_t block_rows = std::max(kBackwardBlockRows, a.B);
+  Tensor dgates = at::empty({std::min(block_rows, a.N), G}, opts);    // [block, 4H] blocked
+  Tensor h_prev = at::empty({std::min(block_rows, a.N), a.Hout}, opts);  // [block, Hout]
 
   Tensor grad_w_ih = at::empty({G, a.I}, opts);     // natural rows
   Tensor grad_w_hh = at::empty({G, a.Hout}, opts);  // natural rows
@@ -155,48 +163,48 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     using T = scalar_t;
     gate_rows_to_blocked<T>(w_ih_c.data_ptr<T>(), a.H, a.I, w_ih_b.data_ptr<T>());
     gate_rows_to_blocked<T>(w_hh_c.data_ptr<T>(), a.H, a.Hout, w_hh_b.data_ptr<T>());
-    BackwardLoop<T> b{w_hh_b.data_ptr<T>(),  ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
-                      gates_c.data_ptr<T>(), cells_c.data_ptr<T>(),  c0_c.data_ptr<T>(),
-                      dh.data_ptr<T>(),      dc.data_ptr<T>(),       dgates.data_ptr<T>(),
-                      ptr_or_null<T>(dh_total), ptr_or_null<T>(dh_raw)};
-    lstm_backward_loop<T>(a, reverse, b);
+    T* dg = dgates.data_ptr<T>();
+    T* hp = h_prev.data_ptr<T>();
+    std::vector<T> bias_sums(a.has_bias ? G : 0, T(0));
+    for (int64_t k_end = a.T; k_end > 0;) {
+      // The block: steps k_begin..k_end-1, whose rows [r0, r1) are contiguous.
+      int64_t k_begin = k_end - 1;
+      int64_t rows = a.rows[step_time(a, reverse, k_begin)];
+      while (k_begin > 0 && rows + a.rows[step_time(a, reverse, k_begin - 1)] <= block_rows) {
+        --k_begin;
+        rows += a.rows[step_time(a, reverse, k_begin)];
+      }
+      const int64_t t_lo = std::min(step_time(a, reverse, k_begin), step_time(a, reverse, k_end - 1));
+      const int64_t r0 = a.offset[t_lo];
 
-    // Whole-sequence gradients, each a GEMM over all N rows.
-    const T* dg = dgates.data_ptr<T>();
-    parallel_gemm_nn<T>(a.N, a.I, G, dg, G, w_ih_b.data_ptr<T>(), a.I, grad_x.data_ptr<T>(), a.I,
-                        false);                                   // grad_x = dgates @ w_ih
-    parallel_gemm_tn<T>(a.N, a.I, G, x2.data_ptr<T>(), a.I, dg, G, grad_w_ih_t.data_ptr<T>(), G,
-                        false);                                   // grad_w_ih^T = x^T @ dgates
-    // grad_w_hh^T = sum over steps of h_prev^T @ dgates
-    T* gw_hh = grad_w_hh_t.data_ptr<T>();
-    const T* yp = y2.data_ptr<T>();
-    const T* h0p = h0_c.data_ptr<T>();
-    if (a.packed) {
-      Tensor h_prev = at::empty({a.N, a.Hout}, opts);
-      gather_h_prev<T>(a, reverse, yp, h0p, h_prev.data_ptr<T>());
-      parallel_gemm_tn<T>(a.N, a.Hout, G, h_prev.data_ptr<T>(), a.Hout, dg, G, gw_hh, G, false);
-    } else {
-      // Dense: each step starts from y of its neighbour step, the first one from h0.
-      const int64_t rest = a.N - a.B;
-      const int64_t first = reverse ? rest : 0;  // rows of the step that starts from h0
-      parallel_gemm_tn<T>(a.B, a.Hout, G, h0p, a.Hout, dg + first * G, G, gw_hh, G, false);
-      parallel_gemm_tn<T>(rest, a.Hout, G, yp + (reverse ? a.B : 0) * a.Hout, a.Hout,
-                          dg + (reverse ? 0 : a.B) * G, G, gw_hh, G, true);
+      BackwardLoop<T> b{w_hh_b.data_ptr<T>(),  ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
+                        gates_c.data_ptr<T>(), cells_c.data_ptr<T>(),  c0_c.data_ptr<T>(),
+                        dh.data_ptr<T>(),      dc.data_ptr<T>(),       dg, r0,
+                        ptr_or_null<T>(dh_total), ptr_or_null<T>(dh_raw)};
+      lstm_backward_loop<T>(a, reverse, b, k_begin, k_end);
+
+      // grad_x[r0:r1] = dgates @ w_ih;  grad_w_ih^T += x[r0:r1]^T @ dgates;
+      // grad_w_hh^T += h_prev^T @ dgates;  grad_b += column sums of dgates.
+      parallel_gemm_nn<T>(rows, a.I, G, dg, G, w_ih_b.data_ptr<T>(), a.I,
+                          grad_x.data_ptr<T>() + r0 * a.I, a.I, false);
+      parallel_gemm_tn<T>(rows, a.I, G, x2.data_ptr<T>() + r0 * a.I, a.I, dg, G,
+                          grad_w_ih_t.data_ptr<T>(), G, true);
+      gather_h_prev<T>(a, reverse, y2.data_ptr<T>(), h0_c.data_ptr<T>(), hp, r0, k_begin, k_end);
+      parallel_gemm_tn<T>(rows, a.Hout, G, hp, a.Hout, dg, G, grad_w_hh_t.data_ptr<T>(), G, true);
+      for (int64_t r = 0; r < (a.has_bias ? rows : 0); ++r) {
+        const T* row = dg + r * G;
+        for (int64_t col = 0; col < G; ++col) bias_sums[col] += row[col];
+      }
+      k_end = k_begin;
     }
     // Back to nn.LSTM's gate order.
     blocked_transposed_to_gate_rows<T>(grad_w_ih_t.data_ptr<T>(), a.H, a.I,
                                        grad_w_ih.data_ptr<T>());
-    blocked_transposed_to_gate_rows<T>(gw_hh, a.H, a.Hout, grad_w_hh.data_ptr<T>());
-    if (a.has_bias) {
-      // grad_b = column sums of dgates, accumulated row by row (vectorizes).
-      std::vector<T> sums(G, T(0));
-      for (int64_t r = 0; r < a.N; ++r) {
-        const T* row = dg + r * G;
-        for (int64_t col = 0; col < G; ++col) sums[col] += row[col];
-      }
-      T* gb = grad_b_ih.data_ptr<T>();
-      for (int64_t col = 0; col < G; ++col) gb[natural_gate_row(a.H, col)] = sums[col];
-    }
+    blocked_transposed_to_gate_rows<T>(grad_w_hh_t.data_ptr<T>(), a.H, a.Hout,
+                                       grad_w_hh.data_ptr<T>());
+    T* gb = a.has_bias ? grad_b_ih.data_ptr<T>() : nullptr;
+    for (int64_t col = 0; col < (a.has_bias ? G : 0); ++col)
+      gb[natural_gate_row(a.H, col)] = bias_sums[col];
   });
 
   Tensor grad_b_hh = at::empty({0}, opts);

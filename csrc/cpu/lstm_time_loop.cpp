@@ -115,22 +115,23 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
 }
 
 template <typename T>
-void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b) {
+void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b,
+                        int64_t k_begin, int64_t k_end) {
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
   const auto& kernels = pointwise_kernels<T>();
   run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
     const Share s = share_of(p, P, H, Hout);
-    for (int64_t k = a.T - 1; k >= 0; --k) {
+    for (int64_t k = k_end - 1; k >= k_begin; --k) {
       const int64_t t = step_time(a, reverse, k);
       const int64_t off = a.offset[t], rows = a.rows[t];
+      T* dgates = b.dgates + (off - b.dgates_row0) * G;  // dgates: [rows, 4H]
       // The previous step (in this direction's order) holds c_prev for its rows;
       // rows it lacked (packed, reverse) started from c0.
       const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
       const int64_t from_prev = k > 0 ? std::min(rows, a.rows[t_prev]) : 0;
       const T* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
       const T* grad_y = b.grad_y + off * Hout;
-      const T* dgates_rows = b.dgates + off * G;
 
       const T* dh = b.dh;
       const T* dh2 = grad_y;
@@ -161,7 +162,7 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
                              dh + r0 * dh_ld + u, dh_ld,
                              dh2 ? dh2 + r0 * Hout + u : nullptr, Hout,
                              b.dc + r0 * H + u, H,
-                             b.dgates + (off + r0) * G + 4 * u, G};
+                             dgates + r0 * G + 4 * u, G};
           kernels.backward(st, r1 - r0, w, 0, w);
         }
       }
@@ -170,7 +171,7 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
       // a projection each thread's columns are its own hidden units, which only
       // its own pointwise pass reads next, so no barrier is needed after it.
       const int64_t j0 = proj ? s.o0 : s.u0, j1 = proj ? s.o1 : s.u1;
-      gemm_nn<T>(rows, j1 - j0, G, dgates_rows, G, b.w_hh + j0, Hout, b.dh + j0, Hout, false);
+      gemm_nn<T>(rows, j1 - j0, G, dgates, G, b.w_hh + j0, Hout, b.dh + j0, Hout, false);
     }
   });
 }
@@ -192,13 +193,14 @@ void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
 }
 
 template <typename T>
-void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev) {
+void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev,
+                   int64_t row0, int64_t k_begin, int64_t k_end) {
   const int64_t Hout = a.Hout;
-  for (int64_t k = 0; k < a.T; ++k) {
+  for (int64_t k = k_begin; k < k_end; ++k) {
     const int64_t t = step_time(a, reverse, k);
     const int64_t rows = a.rows[t];
     int64_t from_prev = 0;
-    T* dst = h_prev + a.offset[t] * Hout;
+    T* dst = h_prev + (a.offset[t] - row0) * Hout;
     if (k > 0) {
       const int64_t tp = step_time(a, reverse, k - 1);
       from_prev = std::min(rows, a.rows[tp]);
@@ -211,9 +213,11 @@ void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T*
 
 #define FUSED_LSTM_INSTANTIATE(T)                                                      \
   template void lstm_forward_loop<T>(const LayerArgs&, bool, const ForwardLoop<T>&);   \
-  template void lstm_backward_loop<T>(const LayerArgs&, bool, const BackwardLoop<T>&); \
+  template void lstm_backward_loop<T>(const LayerArgs&, bool, const BackwardLoop<T>&,   \
+                                      int64_t, int64_t);                                 \
   template void gather_final_hidden<T>(const LayerArgs&, bool, const T*, T*);          \
-  template void gather_h_prev<T>(const LayerArgs&, bool, const T*, const T*, T*);
+  template void gather_h_prev<T>(const LayerArgs&, bool, const T*, const T*, T*, int64_t,  \
+                                 int64_t, int64_t);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 #undef FUSED_LSTM_INSTANTIATE

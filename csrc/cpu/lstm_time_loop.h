@@ -46,22 +46,29 @@ struct BackwardLoop {
   const T* c0;      // [B, H]
   T* dh;            // [B, Hout] in: grad_h_n; out: grad_h0
   T* dc;            // [B, H]    in: grad_c_n; out: grad_c0
-  T* dgates;        // [N, 4H] blocked. out: dL/d(gate pre-activations)
+  T* dgates;        // [rows of the steps run, 4H] blocked. out: dL/d(gate pre-activations);
+                    // row r of the sequence lands at dgates[r - dgates_row0]
+  int64_t dgates_row0;
   T* dh_total;      // [N, Hout] out: dL/dh of every step (projection only), else null
   T* dh_raw;        // [B, H] workspace (projection only), else null
 };
 
+// Runs the backward steps k_end - 1 down to k_begin (k counts steps in this
+// direction's processing order); dh and dc carry over between calls.
 template <typename T>
-void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b);
+void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b,
+                        int64_t k_begin, int64_t k_end);
 
 // h_n: [B, Hout], each row's state after its last step, gathered from y: [N, Hout].
 template <typename T>
 void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n);
 
-// h_prev: [N, Hout], the state each row of each step started from: y of the
-// previous step in this direction's order, or h0 where the row starts fresh.
+// h_prev: the state each row of steps k_begin..k_end-1 started from (y of the
+// previous step in this direction's order, or h0 where the row starts fresh);
+// sequence row r lands at h_prev[r - row0].
 template <typename T>
-void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev);
+void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev,
+                   int64_t row0, int64_t k_begin, int64_t k_end);
 
 // Time index of the k-th step a direction processes.
 inline int64_t step_time(const LayerArgs& a, bool reverse, int64_t k) {

@@ -138,8 +138,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor cells_c = as_compute(cells, ct).view({a.N, a.H});
   const Tensor h0_c = as_compute(h0, ct), c0_c = as_compute(c0, ct);
   const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
-  const Tensor w_ih_b = at::empty({G, a.I}, opts);     // [4H, I]    blocked rows
-  const Tensor w_hh_b = at::empty({G, a.Hout}, opts);  // [4H, Hout] blocked rows
+  Tensor w_ih_b = at::empty({G, a.I}, opts);     // [4H, I]    blocked rows
+  Tensor w_hh_b = at::empty({G, a.Hout}, opts);  // [4H, Hout] blocked rows
   const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();
   Tensor dh = fresh(grad_h_n, ct);  // dh: [B, Hout], becomes grad_h0
   Tensor dc = fresh(grad_c_n, ct);  // dc: [B, H], becomes grad_c0
@@ -155,8 +155,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dgates = at::empty({std::min(block_rows, a.N), G}, opts);    // [block, 4H] blocked
   Tensor h_prev = at::empty({std::min(block_rows, a.N), a.Hout}, opts);  // [block, Hout]
 
-  Tensor grad_w_ih = at::empty({G, a.I}, opts);     // natural rows
-  Tensor grad_w_hh = at::empty({G, a.Hout}, opts);  // natural rows
+  Tensor grad_w_ih, grad_w_hh;  // [4H, I], [4H, Hout] natural rows, made at the end
   Tensor grad_b_ih = at::empty({a.has_bias ? G : 0}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_backward_cpu", [&] {
@@ -197,7 +196,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
       }
       k_end = k_begin;
     }
-    // Back to nn.LSTM's gate order.
+    // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
+    // so the natural-order gradients can take their memory).
+    w_ih_b = Tensor();
+    w_hh_b = Tensor();
+    dgates = Tensor();
+    h_prev = Tensor();
+    grad_w_ih = at::empty({G, a.I}, opts);
+    grad_w_hh = at::empty({G, a.Hout}, opts);
     blocked_transposed_to_gate_rows<T>(grad_w_ih_t.data_ptr<T>(), a.H, a.I,
                                        grad_w_ih.data_ptr<T>());
     blocked_transposed_to_gate_rows<T>(grad_w_hh_t.data_ptr<T>(), a.H, a.Hout,

@@ -5,7 +5,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from fused_lstm import FusedLSTM
 
 from helpers import make_pair, rel_err
 

@@ -23,11 +23,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
-from fused_lstm import FusedLSTM
 from helpers import make_pair, rel_err
 
 HAS_CUDA = fused_lstm.cuda_available() and torch.cuda.is_available()

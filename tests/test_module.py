@@ -6,7 +6,7 @@ from torch import nn
 
 import fused_lstm
 from fused_lstm import FusedLSTM, convert
-from helpers import assert_same_run, make_pair, rel_err
+from helpers import make_pair, rel_err
 
 CONFIGS = [dict(input_size=3, hidden_size=5),
            dict(input_size=4, hidden_size=6, num_layers=3, bidirectional=True, bias=False),

@@ -128,3 +128,37 @@ def test_long_inputs_span_several_backward_blocks(case):
     else:
         x = torch.randn(3, 600, 3, dtype=torch.float64, requires_grad=True)  # one step > 512 rows
     assert_same_run(ref, fused, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", ["dense", "packed", "proj", "packed-proj", "unbatched"])
+def test_threaded_kernels_with_several_gate_chunks(dtype, case):
+    """Sizes where the CPU kernels split each step over threads.
+
+    Hidden units are grouped in chunks of 32 that threads share out, with a
+    narrower last chunk (H = 70: 32 + 32 + 6); a step is split once it has
+    enough work (B x 4H x Hout multiply-adds). The small grids above run on one
+    thread, so this covers the team, its barriers and the chunked gate layout.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        proj = 20 if "proj" in case else 0
+        ref, fused = make_pair(dtype, seed=4, input_size=9, hidden_size=70, num_layers=2,
+                               bidirectional=True, proj_size=proj)
+        if "packed" in case:
+            lengths = torch.tensor([5, 9, 2, 9, 7, 1, 4, 8, 6, 3])
+            padded = torch.randn(10, 9, 9, dtype=dtype)
+            x = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
+            x.data.requires_grad_(True)
+            hx = None
+        elif case == "unbatched":
+            x = torch.randn(9, 9, dtype=dtype, requires_grad=True)
+            hx = None
+        else:
+            x = torch.randn(9, 12, 9, dtype=dtype, requires_grad=True)
+            hx = (torch.randn(4, 12, proj or 70, dtype=dtype, requires_grad=True),
+                  torch.randn(4, 12, 70, dtype=dtype, requires_grad=True))
+        assert_same_run(ref, fused, x, hx)
+    finally:
+        torch.set_num_threads(threads)

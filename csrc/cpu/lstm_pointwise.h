@@ -1,5 +1,5 @@
-// Per-step pointwise kernels of the CPU LSTM (and the transposing copy the
-// GEMMs need), as a table of plain functions.
+// Per-step pointwise kernels of the CPU LSTM (and the transposing copy and
+// one-row GEMM the GEMMs need), as a table of plain functions.
 //
 // The same template source (lstm_pointwise_kernels.h) is compiled once per
 // instruction set (DEFAULT, AVX2, AVX512); `pointwise_kernels<T>()` returns the
@@ -61,6 +61,9 @@ struct PointwiseKernels {
   // dst[j, i] = src[i, j] for i < M, j < N (strides ld_src, ld_dst): the
   // weight and panel transposes of the GEMMs, in 16 x 16 register tiles.
   void (*transpose)(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, int64_t N);
+  // c[N] (+)= a[K] @ B[K, N] (row stride ldb): the one-row GEMM of a batch-1
+  // step, streaming B once with the accumulators in registers.
+  void (*gemv)(int64_t N, int64_t K, const T* a, const T* B, int64_t ldb, T* c, bool accumulate);
   const char* isa;
 };
 

@@ -126,8 +126,40 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, 
 }
 
 template <typename T>
+void gemv(int64_t N, int64_t K, const T* a, const T* B, int64_t ldb, T* c, bool accumulate) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  constexpr int64_t kAcc = 8;  // accumulators (vectors) per pass over B's rows
+  for (int64_t j0 = 0; j0 < N; j0 += kAcc * W) {
+    const int64_t width = std::min<int64_t>(kAcc * W, N - j0);
+    const int64_t nv = (width + W - 1) / W;
+    V acc[kAcc];
+    for (int64_t v = 0; v < kAcc; ++v) acc[v] = V(T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const V ak(a[k]);
+      const T* row = B + k * ldb + j0;
+      if (width == kAcc * W) {
+        for (int64_t v = 0; v < kAcc; ++v) acc[v] = at::vec::fmadd(ak, V::loadu(row + v * W), acc[v]);
+      } else {
+        for (int64_t v = 0; v < nv; ++v) {
+          const int64_t n = std::min<int64_t>(W, width - v * W);
+          acc[v] = at::vec::fmadd(ak, V::loadu(row + v * W, n), acc[v]);
+        }
+      }
+    }
+    for (int64_t v = 0; v < nv; ++v) {
+      const int64_t n = std::min<int64_t>(W, width - v * W);
+      T* out = c + j0 + v * W;
+      const V r = accumulate ? acc[v] + V::loadu(out, n) : acc[v];
+      r.store(out, n);
+    }
+  }
+}
+
+template <typename T>
 const PointwiseKernels<T>* kernel_table(const char* isa) {
-  static const PointwiseKernels<T> table{&forward_step<T>, &backward_step<T>, &transpose<T>, isa};
+  static const PointwiseKernels<T> table{&forward_step<T>, &backward_step<T>, &transpose<T>,
+                                         &gemv<T>, isa};
   return &table;
 }
 

@@ -1,6 +1,6 @@
 #include "cpu_gemm.h"
 
-#include "lstm_pointwise.h"
+#include "vector_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -99,7 +99,7 @@ void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda
   if (M == 1) {
     // One row (batch 1): a register-blocked GEMV streams B at L2 speed, about
     // twice the rate of the microkernel or the BLAS at this shape.
-    pointwise_kernels<float>().gemv(N, K, A, B, ldb, C, accumulate);
+    vector_kernels<float>().gemv(N, K, A, B, ldb, C, accumulate);
     return;
   }
   if (use_brgemm) {
@@ -130,7 +130,7 @@ void gemm_nn<double>(int64_t M, int64_t N, int64_t K, const double* A, int64_t l
     return;
   }
   if (M == 1) {
-    pointwise_kernels<double>().gemv(N, K, A, B, ldb, C, accumulate);
+    vector_kernels<double>().gemv(N, K, A, B, ldb, C, accumulate);
     return;
   }
   blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
@@ -181,7 +181,7 @@ void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, 
     for (int64_t r0 = 0; r0 < R; r0 += kTnPanel) {
       const int64_t rn = std::min(kTnPanel, R - r0);
       // panel[k, r] = A[r0 + r, k0 + k]
-      pointwise_kernels<T>().transpose(A + r0 * lda + k0, lda, panel.data(), kTnPanel, rn, kk);
+      vector_kernels<T>().transpose(A + r0 * lda + k0, lda, panel.data(), kTnPanel, rn, kk);
       gemm_nn<T>(kk, n1 - n0, rn, panel.data(), kTnPanel, B + r0 * ldb + n0, ldb,
                  C + k0 * ldc + n0, ldc, acc);
       acc = true;

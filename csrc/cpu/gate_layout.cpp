@@ -1,6 +1,6 @@
 #include "gate_layout.h"
 
-#include "lstm_pointwise.h"
+#include "vector_kernels.h"
 
 #include <algorithm>
 #include <cstring>
@@ -18,7 +18,7 @@ void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
 // transpose of w contiguous rows.
 template <typename T>
 void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
-  const auto& kernels = pointwise_kernels<T>();
+  const auto& kernels = vector_kernels<T>();
   const int64_t G = 4 * H;
   for (int64_t c = 0; c < chunk_count(H); ++c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
@@ -31,7 +31,7 @@ void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
 
 template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
-  const auto& kernels = pointwise_kernels<T>();
+  const auto& kernels = vector_kernels<T>();
   const int64_t G = 4 * H;
   for (int64_t c = 0; c < chunk_count(H); ++c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);

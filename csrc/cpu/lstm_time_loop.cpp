@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "cpu_gemm.h"
-#include "lstm_pointwise.h"
+#include "vector_kernels.h"
 
 namespace fused_lstm::cpu {
 
@@ -71,7 +71,7 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = f.w_hr_t != nullptr;
   const bool save = f.cells != nullptr;
-  const auto& kernels = pointwise_kernels<T>();
+  const auto& kernels = vector_kernels<T>();
   run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
     const Share s = share_of(p, P, H, Hout);
     for (int64_t k = 0; k < a.T; ++k) {
@@ -101,7 +101,6 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
                           f.c + u, H,
                           save ? f.cells + off * H + u : nullptr, H,
                           proj ? f.h_raw + u : y + u, proj ? H : Hout,
-                          nullptr, 0,
                           save};
         kernels.forward(st, rows, w, 0, w);
       }
@@ -120,7 +119,7 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
                         int64_t k_begin, int64_t k_end) {
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
-  const auto& kernels = pointwise_kernels<T>();
+  const auto& kernels = vector_kernels<T>();
   run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
     const Share s = share_of(p, P, H, Hout);
     for (int64_t k = k_end - 1; k >= k_begin; --k) {

@@ -1,14 +1,14 @@
-// Per-step pointwise kernels of the CPU LSTM (and the transposing copy and
-// one-row GEMM the GEMMs need), as a table of plain functions.
+// The vectorized CPU kernels, as a table of plain functions: the per-step
+// pointwise passes of the LSTM, and the transposing copy and one-row GEMM the
+// GEMMs need.
 //
-// The same template source (lstm_pointwise_kernels.h) is compiled once per
-// instruction set (DEFAULT, AVX2, AVX512); `pointwise_kernels<T>()` returns the
+// The same template source (vector_kernels_impl.h) is compiled once per
+// instruction set (DEFAULT, AVX2, AVX512); `vector_kernels<T>()` returns the
 // table for the best set this CPU supports, following ATen's own choice (so the
 // ATEN_CPU_CAPABILITY environment variable caps it the same way).
 //
-// Every kernel works on one time step, on rows [0, rows) of the active batch and
-// on hidden columns [j0, j1) of each row, so callers can split a step across
-// threads by rows or, at small batch, by columns. Strides are in elements.
+// The pointwise kernels work on one time step, on rows [0, rows) of the active
+// batch and hidden columns [j0, j1) of each row. Strides are in elements.
 #pragma once
 
 #include <cstdint>
@@ -25,13 +25,11 @@ struct ForwardStep {
   //      c     <- new cell state (in place).
   //      c_out [rows, H] (stride c_out_ld)  copy of the new cell state, or null.
   //      h     [rows, H] (stride h_ld)      h = o * tanh(c).
-  //      h2    [rows, H] (stride h2_ld)     second copy of h, or null.
   T* gates; int64_t gates_ld;
   const T* bias;
   T* c; int64_t c_ld;
   T* c_out; int64_t c_out_ld;
   T* h; int64_t h_ld;
-  T* h2; int64_t h2_ld;
   bool save_gates;
 };
 
@@ -55,7 +53,7 @@ struct BackwardStep {
 };
 
 template <typename T>
-struct PointwiseKernels {
+struct VectorKernels {
   void (*forward)(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
   void (*backward)(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
   // dst[j, i] = src[i, j] for i < M, j < N (strides ld_src, ld_dst): the
@@ -68,12 +66,12 @@ struct PointwiseKernels {
 };
 
 template <typename T>
-const PointwiseKernels<T>& pointwise_kernels();
+const VectorKernels<T>& vector_kernels();
 
 // One getter per compiled instruction set; null where the set was not built.
 #define FUSED_LSTM_DECLARE_VARIANT(NAME)                     \
-  const PointwiseKernels<float>* pointwise_kernels_f32_##NAME(); \
-  const PointwiseKernels<double>* pointwise_kernels_f64_##NAME();
+  const VectorKernels<float>* vector_kernels_f32_##NAME(); \
+  const VectorKernels<double>* vector_kernels_f64_##NAME();
 FUSED_LSTM_DECLARE_VARIANT(DEFAULT)
 FUSED_LSTM_DECLARE_VARIANT(AVX2)
 FUSED_LSTM_DECLARE_VARIANT(AVX512)

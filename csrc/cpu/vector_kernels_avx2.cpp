@@ -1,6 +1,6 @@
 // Pointwise kernels built for AVX2. Only the functions defined below the pragma
 // use AVX2 instructions, and they are reached only after the runtime check in
-// lstm_pointwise_dispatch.cpp, so the library still loads on older CPUs.
+// vector_kernels_dispatch.cpp, so the library still loads on older CPUs.
 //
 // Headers whose inline code must stay baseline are included before the pragma.
 #include <algorithm>
@@ -12,7 +12,7 @@
 #include <c10/util/Half.h>
 #include <c10/util/irange.h>
 
-#include "lstm_pointwise.h"
+#include "vector_kernels.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx2,fma,f16c,bmi,bmi2")
@@ -38,12 +38,12 @@
 #endif
 #define CPU_CAPABILITY AVX2
 #define CPU_CAPABILITY_AVX2
-#include "lstm_pointwise_kernels.h"
+#include "vector_kernels_impl.h"
 
 FUSED_LSTM_DEFINE_VARIANT(AVX2)
 #else
 namespace fused_lstm::cpu {
-const PointwiseKernels<float>* pointwise_kernels_f32_AVX2() { return nullptr; }
-const PointwiseKernels<double>* pointwise_kernels_f64_AVX2() { return nullptr; }
+const VectorKernels<float>* vector_kernels_f32_AVX2() { return nullptr; }
+const VectorKernels<double>* vector_kernels_f64_AVX2() { return nullptr; }
 }  // namespace fused_lstm::cpu
 #endif

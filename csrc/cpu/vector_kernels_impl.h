@@ -1,6 +1,6 @@
-// Vectorized bodies of the per-step pointwise kernels (see lstm_pointwise.h).
+// Vectorized bodies of the CPU kernels (see vector_kernels.h).
 //
-// Included once by each lstm_pointwise_<isa>.cpp, after that file has set the
+// Included once by each vector_kernels_<isa>.cpp, after that file has set the
 // target instruction set and defined CPU_CAPABILITY / CPU_CAPABILITY_<ISA>, so
 // at::vec::Vectorized<T> is the matching width and exp/tanh go to Sleef.
 // Everything here sits in a namespace named after the instruction set, so the
@@ -10,7 +10,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include "../lstm_gate_math.h"
-#include "lstm_pointwise.h"
+#include "vector_kernels.h"
 
 namespace fused_lstm::cpu {
 namespace CPU_CAPABILITY {
@@ -60,7 +60,6 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
     T* c = s.c + r * s.c_ld;
     T* c_out = s.c_out ? s.c_out + r * s.c_out_ld : nullptr;
     T* h = s.h + r * s.h_ld;
-    T* h2 = s.h2 ? s.h2 + r * s.h2_ld : nullptr;
     for (int64_t j = j0; j < j1; j += W) {
       const int64_t n = std::min<int64_t>(W, j1 - j);
       V ai = V::loadu(gi + j, n), af = V::loadu(gf + j, n);
@@ -80,7 +79,6 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
       c_new.store(c + j, n);
       if (c_out) c_new.store(c_out + j, n);
       h_new.store(h + j, n);
-      if (h2) h_new.store(h2 + j, n);
       if (s.save_gates) {
         i.store(gi + j, n);
         f.store(gf + j, n);
@@ -157,8 +155,8 @@ void gemv(int64_t N, int64_t K, const T* a, const T* B, int64_t ldb, T* c, bool 
 }
 
 template <typename T>
-const PointwiseKernels<T>* kernel_table(const char* isa) {
-  static const PointwiseKernels<T> table{&forward_step<T>, &backward_step<T>, &transpose<T>,
+const VectorKernels<T>* kernel_table(const char* isa) {
+  static const VectorKernels<T> table{&forward_step<T>, &backward_step<T>, &transpose<T>,
                                          &gemv<T>, isa};
   return &table;
 }
@@ -168,10 +166,10 @@ const PointwiseKernels<T>* kernel_table(const char* isa) {
 
 #define FUSED_LSTM_DEFINE_VARIANT(NAME)                                         \
   namespace fused_lstm::cpu {                                                   \
-  const PointwiseKernels<float>* pointwise_kernels_f32_##NAME() {               \
+  const VectorKernels<float>* vector_kernels_f32_##NAME() {               \
     return CPU_CAPABILITY::kernel_table<float>(#NAME);                          \
   }                                                                             \
-  const PointwiseKernels<double>* pointwise_kernels_f64_##NAME() {              \
+  const VectorKernels<double>* vector_kernels_f64_##NAME() {              \
     return CPU_CAPABILITY::kernel_table<double>(#NAME);                         \
   }                                                                             \
   }

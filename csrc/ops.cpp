@@ -24,6 +24,29 @@ TORCH_LIBRARY(fused_lstm, m) {
       "lstm_layer_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, "
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, bool need_backward) "
       "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells)");
+  // Both directions of a bidirectional layer in one call, run side by side
+  // (on the CPU one direction per core). Arguments as above, the forward
+  // direction's weights first; h0: [2, B, Hout], c0: [2, B, H].
+  // Returns y: [T, B, 2 * Hout] (or [N, 2 * Hout]), h_n: [2, B, Hout],
+  // c_n: [2, B, H], and each direction's saved gates and cells.
+  m.def(
+      "lstm_bidirectional_layer_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor w_ih_reverse, Tensor w_hh_reverse, Tensor? b_ih_reverse, Tensor? b_hh_reverse, "
+      "Tensor? w_hr_reverse, bool need_backward) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells, Tensor gates_reverse, "
+      "Tensor cells_reverse)");
+  m.def(
+      "lstm_bidirectional_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, "
+      "Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor w_ih_reverse, Tensor w_hh_reverse, Tensor? b_ih_reverse, Tensor? b_hh_reverse, "
+      "Tensor? w_hr_reverse, Tensor y, Tensor gates, Tensor cells, Tensor gates_reverse, "
+      "Tensor cells_reverse) "
+      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr, Tensor grad_w_ih_reverse, "
+      "Tensor grad_w_hh_reverse, Tensor grad_b_ih_reverse, Tensor grad_b_hh_reverse, "
+      "Tensor grad_w_hr_reverse)");
   // Backpropagation through the whole sequence of lstm_layer_forward.
   // grad_b_ih/grad_b_hh are empty without biases, grad_w_hr is empty without a projection.
   m.def(

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .ops import lstm_layer
+from .ops import bidirectional_op_available, lstm_bidirectional_layer, lstm_layer
 
 
 class FusedLSTM(nn.Module):
@@ -249,6 +249,11 @@ class FusedLSTM(nn.Module):
             return low, low, low
         return None
 
+    def _layer_weights(self, ws: List[Tensor]):
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer direction, None where absent."""
+        b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
+        return ws[0], ws[1], b_ih, b_hh, ws[-1] if self.proj_size > 0 else None
+
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
                     hx: Optional[Tuple[Tensor, Tensor]], batch: int):
         """All layers and directions. x: [T, B, I] or packed [N, I]."""
@@ -270,20 +275,25 @@ class FusedLSTM(nn.Module):
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
         layer_input = x
+        both_at_once = directions == 2 and bidirectional_op_available(x.device.type)
         for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(directions):
-                k = layer * directions + direction
-                ws = weights[k]
-                w_ih, w_hh = ws[0], ws[1]
-                b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
-                w_hr = ws[-1] if self.proj_size > 0 else None
-                y, h, c = lstm_layer(layer_input, batch_sizes, h0_all[k], c0_all[k], w_ih, w_hh,
-                                     b_ih, b_hh, w_hr, direction == 1)
-                outputs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+            ks = [layer * directions + d for d in range(directions)]
+            if both_at_once:
+                k0, k1 = ks
+                layer_input, h, c = lstm_bidirectional_layer(
+                    layer_input, batch_sizes, h0_all[k0:k1 + 1], c0_all[k0:k1 + 1],
+                    self._layer_weights(weights[k0]), self._layer_weights(weights[k1]))
+                h_n.extend(h.unbind(0))
+                c_n.extend(c.unbind(0))
+            else:
+                outputs = []
+                for k in ks:
+                    y, h, c = lstm_layer(layer_input, batch_sizes, h0_all[k], c0_all[k],
+                                         *self._layer_weights(weights[k]), k % directions == 1)
+                    outputs.append(y)
+                    h_n.append(h)
+                    c_n.append(c)
+                layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         y, h, c = layer_input, torch.stack(h_n), torch.stack(c_n)

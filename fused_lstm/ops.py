@@ -94,6 +94,65 @@ if _extension.extension_loaded():
     torch.library.register_autograd(
         "fused_lstm::lstm_layer_forward", _backward, setup_context=_setup_context)
 
+    # ---- both directions of a bidirectional layer in one op (CPU) ----
+
+    @torch.library.register_fake("fused_lstm::lstm_bidirectional_layer_forward")
+    def _bidirectional_forward_fake(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                    w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, need_backward):
+        y, _, _, gates, cells = _forward_fake(x, batch_sizes, h0[0], c0[0], w_ih, w_hh, b_ih,
+                                              b_hh, w_hr, False, need_backward)
+        return (x.new_empty((*x.shape[:-1], 2 * y.shape[-1])), h0.new_empty(h0.shape),
+                c0.new_empty(c0.shape), gates, cells, gates.new_empty(gates.shape),
+                cells.new_empty(cells.shape))
+
+    @torch.library.register_fake("fused_lstm::lstm_bidirectional_layer_backward")
+    def _bidirectional_backward_fake(grad_y, grad_h_n, grad_c_n, x, batch_sizes, h0, c0, w_ih,
+                                     w_hh, b_ih, b_hh, w_hr, w_ih_r, w_hh_r, b_ih_r, b_hh_r,
+                                     w_hr_r, y, gates, cells, gates_r, cells_r):
+        fwd = _backward_fake(None, None, None, x, batch_sizes, h0[0], c0[0], w_ih, w_hh, b_ih,
+                             b_hh, w_hr, None, None, None, False)
+        rev = _backward_fake(None, None, None, x, batch_sizes, h0[1], c0[1], w_ih_r, w_hh_r,
+                             b_ih_r, b_hh_r, w_hr_r, None, None, None, True)
+        return (fwd[0], h0.new_empty(h0.shape), c0.new_empty(c0.shape), *fwd[3:], *rev[3:])
+
+    def _bidirectional_setup_context(ctx, inputs, output):
+        ctx.need_backward = inputs[-1]
+        ctx.optional = [t is not None for t in inputs[4:14]]
+        _, _, _, gates, cells, gates_r, cells_r = output
+        ctx.save_for_backward(*inputs[:14], output[0], gates, cells, gates_r, cells_r)
+
+    def _bidirectional_backward(ctx, grad_y, grad_h_n, grad_c_n, *_unused):
+        saved = ctx.saved_tensors
+        args, (y, gates, cells, gates_r, cells_r) = list(saved[:14]), saved[14:]
+        x, batch_sizes, h0, c0 = args[:4]
+        grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+        if torch.is_grad_enabled():
+            # create_graph=True: each direction through the differentiable reference.
+            hout = h0.shape[-1]
+            grads = []
+            for d, ws in enumerate((args[4:9], args[9:14])):
+                grads.append(_differentiable_backward(
+                    (grad_y[..., d * hout:(d + 1) * hout], grad_h_n[d], grad_c_n[d]),
+                    (x, batch_sizes, h0[d], c0[d], *ws, d == 1)))
+            g_x = grads[0][0] + grads[1][0]
+            g_h0 = torch.stack([grads[0][1], grads[1][1]])
+            g_c0 = torch.stack([grads[0][2], grads[1][2]])
+            g_w = list(grads[0][3:]) + list(grads[1][3:])
+        else:
+            if not ctx.need_backward:
+                _, _, _, gates, cells, gates_r, cells_r = \
+                    torch.ops.fused_lstm.lstm_bidirectional_layer_forward(*args, True)
+            g_x, g_h0, g_c0, *g_w = torch.ops.fused_lstm.lstm_bidirectional_layer_backward(
+                grad_y, grad_h_n, grad_c_n, *args, y, gates, cells, gates_r, cells_r)
+        g_w = [g if present else None for g, present in zip(g_w, ctx.optional)]
+        return (g_x, None, g_h0, g_c0, *g_w, None)
+
+    torch.library.register_autograd(
+        "fused_lstm::lstm_bidirectional_layer_forward", _bidirectional_backward,
+        setup_context=_bidirectional_setup_context)
+
 
 def _differentiable_backward(grad_outputs, args):
     """Gradients of lstm_layer w.r.t. its tensor inputs, as a differentiable graph."""
@@ -134,4 +193,23 @@ def lstm_layer(
         t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
     y, h_n, c_n, _, _ = torch.ops.fused_lstm.lstm_layer_forward(
         x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_backward)
+    return y, h_n, c_n
+
+
+def bidirectional_op_available(device_type: str) -> bool:
+    """Whether this build runs both directions of a layer in one op on device_type."""
+    return _extension.extension_loaded() and device_type == "cpu"
+
+
+def lstm_bidirectional_layer(x, batch_sizes, h0, c0, forward_weights, reverse_weights):
+    """Both directions of one layer: y ([..., 2 * Hout]), h_n [2, B, Hout], c_n [2, B, H].
+
+    forward_weights / reverse_weights: (w_ih, w_hh, b_ih, b_hh, w_hr) of each direction.
+    Call only where bidirectional_op_available(x.device.type).
+    """
+    tensors = (x, h0, c0, *forward_weights, *reverse_weights)
+    need_backward = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+    y, h_n, c_n, *_ = torch.ops.fused_lstm.lstm_bidirectional_layer_forward(
+        x, batch_sizes, h0, c0, *forward_weights, *reverse_weights, need_backward)
     return y, h_n, c_n

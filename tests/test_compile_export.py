@@ -91,8 +91,9 @@ def test_inductor_fullgraph_matches_eager_forward_and_backward():
     assert_matches(got_out, want_out, "output")
     assert_matches(got_grads, want_grads, "grad")
     code = "\n".join(code)
-    assert "fused_lstm.lstm_layer_forward" in code
-    assert "fused_lstm.lstm_layer_backward" in code
+    # the model is bidirectional: on the CPU both directions of a layer are one op
+    assert "fused_lstm.lstm_bidirectional_layer_forward" in code
+    assert "fused_lstm.lstm_bidirectional_layer_backward" in code
 
     x2 = torch.randn(2, 9, 3)  # a new length: recompiles (dynamic), must not error
     got_out, got_grads = run_with_grads(compiled, x2)
@@ -129,7 +130,7 @@ def test_export_dynamic_length_and_save_load(tmp_path):
     x = torch.randn(2, 5, 3)
     ep = torch.export.export(model, (x,), dynamic_shapes={"x": {1: T}})
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
-    assert targets.count(torch.ops.fused_lstm.lstm_layer_forward.default) == 4
+    assert targets.count(torch.ops.fused_lstm.lstm_bidirectional_layer_forward.default) == 2
     exported = ep.module()
     for length in (5, 17):
         xl = torch.randn(2, length, 3)
@@ -155,9 +156,9 @@ def test_export_dynamic_batch_and_length_under_no_grad():
     with torch.no_grad():
         ep = torch.export.export(model, (torch.randn(2, 5, 3),),
                                  dynamic_shapes={"x": {0: B, 1: T}})
-    forward_op = torch.ops.fused_lstm.lstm_layer_forward.default
+    forward_op = torch.ops.fused_lstm.lstm_bidirectional_layer_forward.default
     calls = [n for n in ep.graph.nodes if n.target == forward_op]
-    assert [n.args[-1] for n in calls] == [False] * 4  # need_backward
+    assert [n.args[-1] for n in calls] == [False] * 2  # need_backward
     x = torch.randn(7, 12, 3)
     with torch.no_grad():
         assert_matches(ep.module()(x), model(x), "exported (B=7, T=12)")

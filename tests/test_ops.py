@@ -85,24 +85,31 @@ def test_inference_saves_nothing():
 
 def test_module_runs_on_the_compiled_op(monkeypatch):
     """FusedLSTM's forward reaches torch.ops.fused_lstm, not the Python reference."""
-    calls = []
-    real = torch.ops.fused_lstm.lstm_layer_forward
-
-    class Spy:
-        def __call__(self, *a):
-            calls.append(a[9])
-            return real(*a)
-
     import fused_lstm.ops as ops_mod
-    monkeypatch.setattr(ops_mod.torch.ops.fused_lstm, "lstm_layer_forward", Spy())
+    calls = []
+
+    def spy(name):
+        real = getattr(torch.ops.fused_lstm, name)
+
+        def call(*a):
+            calls.append(name)
+            return real(*a)
+        return call
+
+    for name in ("lstm_layer_forward", "lstm_bidirectional_layer_forward"):
+        monkeypatch.setattr(ops_mod.torch.ops.fused_lstm, name, spy(name))
     monkeypatch.setattr(ops_mod, "lstm_layer_reference",
                         lambda *a: pytest.fail("reference fallback used"))
-    m = fused_lstm.FusedLSTM(3, 4, num_layers=2, bidirectional=True)
-    m(torch.randn(5, 2, 3))
-    assert calls == [False, True, False, True]
+    fused_lstm.FusedLSTM(3, 4, num_layers=2)(torch.randn(5, 2, 3))
+    assert calls == ["lstm_layer_forward"] * 2
+    calls.clear()
+    # on the CPU both directions of a bidirectional layer run in one op
+    fused_lstm.FusedLSTM(3, 4, num_layers=2, bidirectional=True)(torch.randn(5, 2, 3))
+    assert calls == ["lstm_bidirectional_layer_forward"] * 2
     assert fused_lstm.extension_loaded()
-    # and the C++ kernels are registered for the CPU
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("fused_lstm::lstm_layer_forward", "CPU")
+    for name in ("lstm_layer_forward", "lstm_layer_backward", "lstm_bidirectional_layer_forward",
+                 "lstm_bidirectional_layer_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_lstm::{name}", "CPU")
 
 
 def test_op_rejects_bad_shapes_cleanly():
@@ -126,3 +133,63 @@ def test_backward_op_rejects_mismatched_gradients():
     grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
     with pytest.raises(RuntimeError, match="need_backward=True"):
         OPS.lstm_layer_backward(*grads, *args, y, gates[:0], cells[:0], False)
+
+
+def bidirectional_args(dtype=torch.float64, proj=0, bias=True, packed=False,
+                       requires_grad=True):
+    fwd = layer_args(dtype=dtype, proj=proj, bias=bias, packed=packed,
+                     requires_grad=requires_grad)
+    torch.manual_seed(5)
+    rev = layer_args(dtype=dtype, proj=proj, bias=bias, packed=packed,
+                     requires_grad=requires_grad)
+    x, batch_sizes = fwd[0], fwd[1]
+    if packed:
+        batch_sizes = fwd[1]
+        x = torch.randn(int(batch_sizes.sum()), fwd[0].shape[1], dtype=dtype,
+                        requires_grad=requires_grad)
+    h0 = torch.stack([fwd[2], rev[2][: fwd[2].shape[0]]]).detach().requires_grad_(requires_grad)
+    c0 = torch.stack([fwd[3], rev[3][: fwd[3].shape[0]]]).detach().requires_grad_(requires_grad)
+    return [x, batch_sizes, h0, c0, *fwd[4:], *rev[4:]]
+
+
+BIDIR_CASES = [dict(), dict(proj=2), dict(bias=False), dict(packed=True)]
+BIDIR_IDS = ["dense", "proj", "nobias", "packed"]
+
+
+@pytest.mark.parametrize("case", BIDIR_CASES, ids=BIDIR_IDS)
+def test_bidirectional_op_matches_two_directions(case):
+    torch.manual_seed(6)
+    args = bidirectional_args(requires_grad=False, **case)
+    x, bs, h0, c0 = args[:4]
+    y, h_n, c_n, *_ = OPS.lstm_bidirectional_layer_forward(*args, False)
+    want_f = lstm_layer_reference(x, bs, h0[0], c0[0], *args[4:9], False)
+    want_r = lstm_layer_reference(x, bs, h0[1], c0[1], *args[9:14], True)
+    torch.testing.assert_close(y, torch.cat([want_f[0], want_r[0]], -1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h_n, torch.stack([want_f[1], want_r[1]]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(c_n, torch.stack([want_f[2], want_r[2]]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", BIDIR_CASES, ids=BIDIR_IDS)
+def test_gradcheck_bidirectional_op(case):
+    torch.manual_seed(7)
+    args = bidirectional_args(**case)
+
+    def f(*tensors):
+        it = iter(tensors)
+        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
+        return OPS.lstm_bidirectional_layer_forward(*full, True)[:3]
+
+    assert torch.autograd.gradcheck(f, [a for i, a in enumerate(args) if a is not None and i != 1])
+
+
+@pytest.mark.parametrize("need_backward", [False, True])
+@pytest.mark.parametrize("case", BIDIR_CASES, ids=BIDIR_IDS)
+def test_opcheck_bidirectional_ops(case, need_backward):
+    torch.manual_seed(8)
+    args = bidirectional_args(dtype=torch.float32, **case)
+    torch.library.opcheck(OPS.lstm_bidirectional_layer_forward, (*args, need_backward))
+    plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    y, h_n, c_n, g, s, g_r, s_r = OPS.lstm_bidirectional_layer_forward(*plain, True)
+    grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
+    torch.library.opcheck(OPS.lstm_bidirectional_layer_backward,
+                          (*grads, *plain, y, g, s, g_r, s_r))

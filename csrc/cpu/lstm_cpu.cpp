@@ -6,6 +6,7 @@
 // the blocked column order of lstm_time_loop.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <sys/mman.h>
@@ -229,11 +230,82 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
           grad_b_hh.to(wdt),             grad_w_hr.to(wdt)};
 }
 
+void check_bidirectional_state(const Tensor& h0, const Tensor& c0) {
+  TORCH_CHECK(h0.dim() == 3 && h0.size(0) == 2 && c0.dim() == 3 && c0.size(0) == 2,
+              "lstm_bidirectional_layer: expected h0 and c0 of size [2, B, ...] (one per "
+              "direction), got ", h0.sizes(), " and ", c0.sizes());
+}
+
+// Both directions at once: they share nothing until their outputs are joined,
+// so each runs on its own thread (one core each on a two-core machine) with
+// its own time loop single-threaded, which needs no barrier at all.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
+lstm_bidirectional_layer_forward_cpu(
+    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, const Tensor& w_ih_r, const Tensor& w_hh_r, const OptTensor& b_ih_r,
+    const OptTensor& b_hh_r, const OptTensor& w_hr_r, bool need_backward) {
+  check_bidirectional_state(h0, c0);
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> out[2];
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t d = begin; d < end; ++d) {
+      out[d] = d == 0 ? lstm_layer_forward_cpu(x, batch_sizes, h0[0], c0[0], w_ih, w_hh, b_ih,
+                                               b_hh, w_hr, false, need_backward)
+                      : lstm_layer_forward_cpu(x, batch_sizes, h0[1], c0[1], w_ih_r, w_hh_r,
+                                               b_ih_r, b_hh_r, w_hr_r, true, need_backward);
+    }
+  });
+  auto& [y0, h0n, c0n, g0, s0] = out[0];
+  auto& [y1, h1n, c1n, g1, s1] = out[1];
+  return {at::cat({y0, y1}, -1), at::stack({h0n, h1n}), at::stack({c0n, c1n}), g0, s0, g1, s1};
+}
+
+using BackwardGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+           Tensor, Tensor>
+lstm_bidirectional_layer_backward_cpu(
+    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
+    const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    const Tensor& w_ih_r, const Tensor& w_hh_r, const OptTensor& b_ih_r, const OptTensor& b_hh_r,
+    const OptTensor& w_hr_r, const Tensor& y, const Tensor& gates, const Tensor& cells,
+    const Tensor& gates_r, const Tensor& cells_r) {
+  check_bidirectional_state(h0, c0);
+  const int64_t Hout = h0.size(2);
+  TORCH_CHECK(y.size(-1) == 2 * Hout && grad_y.size(-1) == 2 * Hout,
+              "lstm_bidirectional_layer_backward: expected y and grad_y with ", 2 * Hout,
+              " features, got ", y.sizes(), " and ", grad_y.sizes());
+  TORCH_CHECK(grad_h_n.dim() == 3 && grad_h_n.size(0) == 2 && grad_c_n.dim() == 3 &&
+                  grad_c_n.size(0) == 2,
+              "lstm_bidirectional_layer_backward: expected grad_h_n and grad_c_n of size "
+              "[2, B, ...], got ", grad_h_n.sizes(), " and ", grad_c_n.sizes());
+  BackwardGrads g[2];
+  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t d = begin; d < end; ++d) {
+      const Tensor gy = grad_y.narrow(-1, d * Hout, Hout);
+      const Tensor yd = y.narrow(-1, d * Hout, Hout);
+      g[d] = d == 0 ? lstm_layer_backward_cpu(gy, grad_h_n[0], grad_c_n[0], x, batch_sizes, h0[0],
+                                              c0[0], w_ih, w_hh, b_ih, b_hh, w_hr, yd, gates,
+                                              cells, false)
+                    : lstm_layer_backward_cpu(gy, grad_h_n[1], grad_c_n[1], x, batch_sizes, h0[1],
+                                              c0[1], w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, yd,
+                                              gates_r, cells_r, true);
+    }
+  });
+  auto& [gx0, gh0, gc0, gwi0, gwh0, gbi0, gbh0, gwr0] = g[0];
+  auto& [gx1, gh1, gc1, gwi1, gwh1, gbi1, gbh1, gwr1] = g[1];
+  return {gx0.add_(gx1), at::stack({gh0, gh1}), at::stack({gc0, gc1}),
+          gwi0, gwh0, gbi0, gbh0, gwr0, gwi1, gwh1, gbi1, gbh1, gwr1};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+  m.impl("lstm_bidirectional_layer_forward", &lstm_bidirectional_layer_forward_cpu);
+  m.impl("lstm_bidirectional_layer_backward", &lstm_bidirectional_layer_backward_cpu);
 }
 
 }  // namespace fused_lstm::cpu

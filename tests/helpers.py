@@ -44,16 +44,17 @@ def make_pair(dtype=torch.float32, seed=None, device="cpu", fused_device=None, *
     return ref, fused.to(fused_device or device)
 
 
-def gradcheck_layer_op(args, reverse):
-    """gradcheck of lstm_layer_forward's (y, h_n, c_n) w.r.t. every tensor in args.
+def gradcheck_op(op, args, *flags):
+    """gradcheck of op(*args, *flags)[:3] (y, h_n, c_n) w.r.t. every tensor in args.
 
-    args: the op's arguments before `reverse` (x, batch_sizes, h0, c0, w_ih, w_hh,
-    b_ih, b_hh, w_hr); batch_sizes and absent optionals stay fixed.
+    args: a fused_lstm forward op's tensor arguments (x, batch_sizes, h0, c0,
+    weights...); batch_sizes and absent optionals stay fixed. flags: the op's
+    trailing bools (reverse and/or need_backward).
     """
     def f(*tensors):
         it = iter(tensors)
         full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
-        return torch.ops.fused_lstm.lstm_layer_forward(*full, reverse, True)[:3]
+        return op(*full, *flags)[:3]
 
     tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
     return torch.autograd.gradcheck(f, tensors)

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from fused_lstm import FusedLSTM  # noqa: E402
 from helpers import (  # noqa: E402
-    GRID, assert_same_run, flat_outputs, gradcheck_layer_op, make_pair, rel_err)
+    GRID, assert_same_run, flat_outputs, gradcheck_op, make_pair, rel_err)
 
 DEVICE = "cuda"
 OPS = torch.ops.fused_lstm
@@ -251,7 +251,7 @@ IDS = ["dense", "proj", "nobias", "packed", "packed-proj"]
 def test_gradcheck_op_float64(case, reverse):
     torch.manual_seed(1)
     args = layer_args(**case)
-    assert gradcheck_layer_op(args, reverse)
+    assert gradcheck_op(OPS.lstm_layer_forward, args, reverse, True)
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import torch
 
 import fused_lstm
 from fused_lstm.reference import lstm_layer_reference
-from helpers import gradcheck_layer_op
+from helpers import gradcheck_op
 
 pytestmark = pytest.mark.skipif(not fused_lstm.extension_loaded(),
                                 reason="compiled extension not built")
@@ -55,7 +55,7 @@ def test_forward_matches_reference(case, reverse):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradcheck_op(case, reverse):
     args = layer_args(**case)
-    assert gradcheck_layer_op(args, reverse)
+    assert gradcheck_op(OPS.lstm_layer_forward, args, reverse, True)
 
 
 @pytest.mark.parametrize("need_backward", [False, True])
@@ -135,21 +135,15 @@ def test_backward_op_rejects_mismatched_gradients():
         OPS.lstm_layer_backward(*grads, *args, y, gates[:0], cells[:0], False)
 
 
-def bidirectional_args(dtype=torch.float64, proj=0, bias=True, packed=False,
-                       requires_grad=True):
-    fwd = layer_args(dtype=dtype, proj=proj, bias=bias, packed=packed,
-                     requires_grad=requires_grad)
-    torch.manual_seed(5)
-    rev = layer_args(dtype=dtype, proj=proj, bias=bias, packed=packed,
-                     requires_grad=requires_grad)
-    x, batch_sizes = fwd[0], fwd[1]
-    if packed:
-        batch_sizes = fwd[1]
-        x = torch.randn(int(batch_sizes.sum()), fwd[0].shape[1], dtype=dtype,
-                        requires_grad=requires_grad)
-    h0 = torch.stack([fwd[2], rev[2][: fwd[2].shape[0]]]).detach().requires_grad_(requires_grad)
-    c0 = torch.stack([fwd[3], rev[3][: fwd[3].shape[0]]]).detach().requires_grad_(requires_grad)
-    return [x, batch_sizes, h0, c0, *fwd[4:], *rev[4:]]
+def bidirectional_args(dtype=torch.float64, requires_grad=True, **case):
+    """Random arguments of lstm_bidirectional_layer_forward (without need_backward)."""
+    fwd = layer_args(dtype=dtype, requires_grad=requires_grad, **case)
+    rev = layer_args(dtype=dtype, requires_grad=requires_grad, **case)
+
+    def both(a, b):  # [2, B, ...]: one state per direction
+        return torch.stack([a, b]).detach().requires_grad_(requires_grad)
+
+    return [fwd[0], fwd[1], both(fwd[2], rev[2]), both(fwd[3], rev[3]), *fwd[4:], *rev[4:]]
 
 
 BIDIR_CASES = [dict(), dict(proj=2), dict(bias=False), dict(packed=True)]
@@ -173,13 +167,7 @@ def test_bidirectional_op_matches_two_directions(case):
 def test_gradcheck_bidirectional_op(case):
     torch.manual_seed(7)
     args = bidirectional_args(**case)
-
-    def f(*tensors):
-        it = iter(tensors)
-        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
-        return OPS.lstm_bidirectional_layer_forward(*full, True)[:3]
-
-    assert torch.autograd.gradcheck(f, [a for i, a in enumerate(args) if a is not None and i != 1])
+    assert gradcheck_op(OPS.lstm_bidirectional_layer_forward, args, True)
 
 
 @pytest.mark.parametrize("need_backward", [False, True])

@@ -136,33 +136,42 @@ void gemm_nn<double>(int64_t M, int64_t N, int64_t K, const double* A, int64_t l
   blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }
 
-template <typename T>
-void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+template <>
+void gemm_nn<c10::BFloat16>(int64_t M, int64_t N, int64_t K, const c10::BFloat16* A, int64_t lda,
+                            const c10::BFloat16* B, int64_t ldb, float* C, int64_t ldc,
+                            bool accumulate) {
+  gemm_bf16(M, N, K, A, 2 * lda, 4, reinterpret_cast<const uint32_t*>(B), ldb, C, ldc, accumulate);
+}
+
+template <typename In>
+void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* B,
+                      int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate) {
   const int64_t threads = at::get_num_threads();
   if (threads == 1 || M * N * K < kMinParallelMacs) {
-    gemm_nn<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    gemm_nn<In>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
     return;
   }
   // Split rows when there are plenty (each thread streams all of B), else columns.
   if (M >= 64 * threads || N < 32 * threads) {
     const int64_t block = std::max<int64_t>(1, (M + threads - 1) / threads);
     at::parallel_for(0, M, block, [&](int64_t r0, int64_t r1) {
-      gemm_nn<T>(r1 - r0, N, K, A + r0 * lda, lda, B, ldb, C + r0 * ldc, ldc, accumulate);
+      gemm_nn<In>(r1 - r0, N, K, A + r0 * lda, lda, B, ldb, C + r0 * ldc, ldc, accumulate);
     });
   } else {
     const int64_t block = (N / threads + 15) / 16 * 16;
     at::parallel_for(0, N, block, [&](int64_t c0, int64_t c1) {
-      gemm_nn<T>(M, c1 - c0, K, A, lda, B + c0, ldb, C + c0, ldc, accumulate);
+      gemm_nn<In>(M, c1 - c0, K, A, lda, B + kColumnStride<In> * c0, ldb, C + c0, ldc,
+                  accumulate);
     });
   }
 }
 
-template <typename T>
-void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-  // C[K, N] = sum over panels of rows r of A[r, K]^T B[r, N]; each thread owns
-  // a range of C's rows (or columns) and transposes its slice of each panel.
+namespace {
+
+// Splits C[K, N] of a TN GEMM over the threads, by rows (or columns when there
+// are few rows), and runs body(k0, k1, n0, n1) on each thread's part.
+template <typename Body>
+void split_tn(int64_t R, int64_t K, int64_t N, const Body& body) {
   const int64_t threads =
       R * K * N < kMinParallelMacs ? 1 : static_cast<int64_t>(at::get_num_threads());
   const bool split_rows = K >= 16 * threads || N < 32 * threads;
@@ -170,29 +179,67 @@ void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, 
   const int64_t block = split_rows ? std::max<int64_t>(1, (K + threads - 1) / threads)
                                    : (N / threads + 15) / 16 * 16;
   at::parallel_for(0, extent, block, [&](int64_t e0, int64_t e1) {
-    const int64_t k0 = split_rows ? e0 : 0, k1 = split_rows ? e1 : K;
-    const int64_t n0 = split_rows ? 0 : e0, n1 = split_rows ? N : e1;
+    split_rows ? body(e0, e1, int64_t(0), N) : body(int64_t(0), K, e0, e1);
+  });
+}
+
+template <typename T>
+void zero_rows(T* C, int64_t ldc, int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
+  for (int64_t i = k0; i < k1; ++i) std::fill(C + i * ldc + n0, C + i * ldc + n1, T(0));
+}
+
+}  // namespace
+
+template <typename T>
+void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* B,
+                      int64_t ldb, Acc<T>* C, int64_t ldc, bool accumulate) {
+  // C[K, N] = sum over panels of rows r of A[r, K]^T B[r, N]; each thread owns
+  // a range of C's rows (or columns) and transposes its slice of each panel.
+  split_tn(R, K, N, [&](int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
     const int64_t kk = k1 - k0;
     std::vector<T> panel(static_cast<size_t>(kk * kTnPanel));  // A[r0:r1, k0:k1]^T
-    bool acc = accumulate;
-    if (R == 0 && !acc) {
-      for (int64_t i = k0; i < k1; ++i) std::fill(C + i * ldc + n0, C + i * ldc + n1, T(0));
-    }
+    if (R == 0 && !accumulate) zero_rows(C, ldc, k0, k1, n0, n1);
     for (int64_t r0 = 0; r0 < R; r0 += kTnPanel) {
       const int64_t rn = std::min(kTnPanel, R - r0);
       // panel[k, r] = A[r0 + r, k0 + k]
       vector_kernels<T>().transpose(A + r0 * lda + k0, lda, panel.data(), kTnPanel, rn, kk);
       gemm_nn<T>(kk, n1 - n0, rn, panel.data(), kTnPanel, B + r0 * ldb + n0, ldb,
-                 C + k0 * ldc + n0, ldc, acc);
-      acc = true;
+                 C + k0 * ldc + n0, ldc, accumulate || r0 > 0);
     }
   });
 }
 
-template void parallel_gemm_nn<float>(int64_t, int64_t, int64_t, const float*, int64_t,
-                                      const float*, int64_t, float*, int64_t, bool);
-template void parallel_gemm_nn<double>(int64_t, int64_t, int64_t, const double*, int64_t,
-                                       const double*, int64_t, double*, int64_t, bool);
+template <>
+void parallel_gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10::BFloat16* A,
+                                     int64_t lda, const c10::BFloat16* B, int64_t ldb, float* C,
+                                     int64_t ldc, bool accumulate) {
+  // The reduction runs over rows r, so both operands are paired along r: the
+  // words of A[r0:r1, k0:k1] are A^T pair-packed (read with a_row = 4 bytes,
+  // a_pair = 4 * kk), those of B[r0:r1, n0:n1] the pair-packed B.
+  split_tn(R, K, N, [&](int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
+    const int64_t kk = k1 - k0, nn = n1 - n0;
+    std::vector<uint32_t> a_words(static_cast<size_t>(kk * kTnPanel / 2));
+    std::vector<uint32_t> b_words(static_cast<size_t>(nn * kTnPanel / 2));
+    if (R == 0 && !accumulate) zero_rows(C, ldc, k0, k1, n0, n1);
+    for (int64_t r0 = 0; r0 < R; r0 += kTnPanel) {
+      const int64_t rn = std::min(kTnPanel, R - r0);
+      pack_row_pairs(reinterpret_cast<const uint16_t*>(A + r0 * lda + k0), lda, rn, kk,
+                     a_words.data(), kk);
+      pack_row_pairs(reinterpret_cast<const uint16_t*>(B + r0 * ldb + n0), ldb, rn, nn,
+                     b_words.data(), nn);
+      gemm_bf16(kk, nn, rn, a_words.data(), 4, 4 * kk, b_words.data(), nn, C + k0 * ldc + n0,
+                ldc, accumulate || r0 > 0);
+    }
+  });
+}
+
+#define FUSED_LSTM_INSTANTIATE(In)                                                           \
+  template void parallel_gemm_nn<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*, \
+                                     int64_t, Acc<In>*, int64_t, bool);
+FUSED_LSTM_INSTANTIATE(float)
+FUSED_LSTM_INSTANTIATE(double)
+FUSED_LSTM_INSTANTIATE(c10::BFloat16)
+#undef FUSED_LSTM_INSTANTIATE
 template void parallel_gemm_tn<float>(int64_t, int64_t, int64_t, const float*, int64_t,
                                       const float*, int64_t, float*, int64_t, bool);
 template void parallel_gemm_tn<double>(int64_t, int64_t, int64_t, const double*, int64_t,

@@ -4,28 +4,47 @@
 //   parallel_gemm_nn: the same, split over the threads of at::parallel_for
 //   parallel_gemm_tn: C[K, N] (+)= A[R, K]^T @ B[R, N]                split over threads
 //
+// Operands (A, B) are of type In, C of type Acc<In>: float and double multiply
+// and accumulate in their own type; bfloat16 operands accumulate in float.
+//
 // float goes to the oneDNN BRGEMM microkernel libtorch exports
 // (at::native::cpublas::brgemm): single-threaded and JIT-built for each shape,
 // it reaches several times the rate of the BLAS at the skinny shapes of an LSTM
 // step, and we do the threading. double goes to the BLAS libtorch links (MKL's
-// dgemm_). Where neither is available, at::mm on tensors wrapping the memory.
+// dgemm_). bfloat16 goes to our AVX512_BF16 kernel (bf16_gemm.h); callers
+// check bf16_gemm_supported() first. Where none is available, at::mm on
+// tensors wrapping the memory.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
+#include <type_traits>
+
+#include "bf16_gemm.h"
 
 namespace fused_lstm::cpu {
 
-template <typename T>
-void gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
-             T* C, int64_t ldc, bool accumulate);
+template <typename In>
+using Acc = std::conditional_t<std::is_same_v<In, c10::BFloat16>, float, In>;
 
-template <typename T>
-void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, T* C, int64_t ldc, bool accumulate);
+// In gemm_nn's B operand, bfloat16 is pair-packed (bf16_gemm.h): ldb counts
+// words, and column n of B starts kColumnStride elements per column in.
+template <typename In>
+constexpr int64_t kColumnStride = std::is_same_v<In, c10::BFloat16> ? 2 : 1;
 
-template <typename T>
-void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, T* C, int64_t ldc, bool accumulate);
+template <typename In>
+void gemm_nn(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* B, int64_t ldb,
+             Acc<In>* C, int64_t ldc, bool accumulate);
+
+template <typename In>
+void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* B,
+                      int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate);
+
+// A and B plain row-major for every type (bfloat16 too).
+template <typename In>
+void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda, const In* B,
+                      int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate);
 
 // Which GEMM routes are in use, for diagnostics ("brgemm+blas", ...).
 const char* gemm_backend();

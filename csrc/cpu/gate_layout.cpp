@@ -2,6 +2,8 @@
 
 #include "vector_kernels.h"
 
+#include <c10/util/BFloat16.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -49,5 +51,8 @@ void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 #undef FUSED_LSTM_INSTANTIATE
+// bfloat16 weights are reordered by rows only (then pair-packed, see lstm_cpu.cpp).
+template void gate_rows_to_blocked<c10::BFloat16>(const c10::BFloat16*, int64_t, int64_t,
+                                                  c10::BFloat16*);
 
 }  // namespace fused_lstm::cpu

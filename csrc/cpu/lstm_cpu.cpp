@@ -1,9 +1,12 @@
 // CPU binding of the fused_lstm ops: turns tensors into the time loops of
 // lstm_time_loop.cpp and runs the whole-sequence GEMMs around them.
 //
-// float16/bfloat16 inputs run in float32 (gates, cells and accumulation) and
-// are rounded back to the input dtype on the way out. The saved gates are in
-// the blocked column order of lstm_time_loop.h.
+// float16 inputs run in float32 (gates, cells and accumulation) and are
+// rounded back to float16 on the way out. bfloat16 inputs do the same where the
+// CPU lacks AVX512_BF16 or the layer projects; elsewhere their GEMMs multiply
+// bfloat16 operands into float32 (the route of lstm_time_loop.h), as nn.LSTM's
+// oneDNN kernels do. The saved gates and cells are float32 either way, in the
+// blocked column order of gate_layout.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -14,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../lstm_layer_args.h"
@@ -50,23 +54,70 @@ void check_cpu(const Tensor& x) {
               x.device());
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
-    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
-    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-    const OptTensor& w_hr, bool reverse, bool need_backward) {
-  check_cpu(x);
-  const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+// bfloat16 calls multiply bfloat16 GEMM operands (see lstm_time_loop.h) where
+// the CPU has AVX512_BF16; with a projection, or elsewhere, they run in float32.
+bool bfloat16_route(at::ScalarType dt, const LayerArgs& a) {
+  return dt == at::kBFloat16 && !a.has_proj && bf16_gemm_supported();
+}
+
+// w: [4H, K] natural rows -> w^T: [K, 4H] in blocked columns, the B operand of
+// x @ w^T. bfloat16: pair-packed, [ceil(K/2), 4H] words.
+template <typename In>
+Tensor transposed_operand(const Tensor& w, int64_t H) {
+  const int64_t K = w.size(1), G = 4 * H;
+  if constexpr (std::is_same_v<In, c10::BFloat16>) {
+    // A word holds two neighbours of a row of w, so the packed w^T is the
+    // transpose of w read as 32-bit words (w padded to an even width).
+    const Tensor src = K % 2 ? at::constant_pad_nd(w.to(at::kBFloat16), {0, 1})
+                             : as_compute(w, at::kBFloat16);
+    const int64_t pairs = (K + 1) / 2;
+    Tensor out = at::empty({pairs, 2 * G}, src.options());
+    gate_rows_to_blocked_transposed<float>(reinterpret_cast<const float*>(src.data_ptr()), H,
+                                           pairs, reinterpret_cast<float*>(out.data_ptr()));
+    return out;
+  } else {
+    const Tensor src = as_compute(w, c10::CppTypeToScalarType<In>::value);
+    Tensor out = at::empty({K, G}, src.options());
+    gate_rows_to_blocked_transposed<In>(src.data_ptr<In>(), H, K, out.data_ptr<In>());
+    return out;
+  }
+}
+
+// w: [4H, K] natural rows -> [4H, K] blocked rows, the B operand of
+// dgates @ w. bfloat16: pair-packed, [2H, K] words.
+template <typename In>
+Tensor rows_operand(const Tensor& w, int64_t H) {
+  const int64_t K = w.size(1), G = 4 * H;
+  const Tensor src = as_compute(w, c10::CppTypeToScalarType<In>::value);
+  Tensor blocked = at::empty({G, K}, src.options());
+  gate_rows_to_blocked<In>(src.data_ptr<In>(), H, K, blocked.data_ptr<In>());
+  if constexpr (std::is_same_v<In, c10::BFloat16>) {
+    Tensor out = at::empty({G / 2, 2 * K}, src.options());
+    pack_row_pairs(reinterpret_cast<const uint16_t*>(blocked.data_ptr()), K, G, K,
+                   reinterpret_cast<uint32_t*>(out.data_ptr()), K);
+    return out;
+  } else {
+    return blocked;
+  }
+}
+
+template <typename In>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
+    const LayerArgs& a, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    bool reverse, bool need_backward) {
+  using T = Acc<In>;
   const auto dt = x.scalar_type();
-  const auto ct = compute_dtype(dt);
+  const auto ct = c10::CppTypeToScalarType<T>::value;   // gates, cells
+  const auto it = c10::CppTypeToScalarType<In>::value;  // GEMM operands, h
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H;
-  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});  // [N, I]
-  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
-  const Tensor w_ih_t = at::empty({a.I, G}, opts);     // [I, 4H]    w_ih^T, blocked columns
-  const Tensor w_hh_t = at::empty({a.Hout, G}, opts);  // [Hout, 4H] w_hh^T, blocked columns
+  const Tensor x2 = as_compute(x, it).view({a.N, a.I});  // [N, I]
+  const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H);  // [I, 4H]    w_ih^T, blocked columns
+  const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H);  // [Hout, 4H] w_hh^T, blocked columns
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
-  const Tensor h0_c = as_compute(h0, ct);
+  const Tensor h0_c = as_compute(h0, it);
   // With enough rows per step the input projection runs inside the time loop,
   // step by step (a GEMM with B rows runs as fast as one with T * B here), so
   // inference needs a gate buffer one step long. At small batch one GEMM over
@@ -75,72 +126,84 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
   const bool gates_all_steps = need_backward || !input_per_step;
   Tensor gates = with_huge_pages(at::empty({gates_all_steps ? a.N : a.B, G}, opts));  // [N or B, 4H]
   Tensor c = fresh(c0, ct);                  // c: [B, H], becomes c_n
-  Tensor y = with_huge_pages(at::empty({a.N, a.Hout}, opts));  // y: [N, Hout]
-  Tensor h_n = fresh(h0, ct);                // h_n: [B, Hout]
+  Tensor y = with_huge_pages(at::empty({a.N, a.Hout}, x.options().dtype(it)));  // y: [N, Hout]
+  Tensor h_n = fresh(h0, it);                // h_n: [B, Hout]
   Tensor cells = with_huge_pages(at::empty({need_backward ? a.N : 0, a.H}, opts));  // [N, H]
   const Tensor h_raw = a.has_proj ? at::empty({a.B, a.H}, opts) : Tensor();  // [B, H]
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_forward_cpu", [&] {
-    using T = scalar_t;
-    gate_rows_to_blocked_transposed<T>(w_ih_c.data_ptr<T>(), a.H, a.I, w_ih_t.data_ptr<T>());
-    gate_rows_to_blocked_transposed<T>(w_hh_c.data_ptr<T>(), a.H, a.Hout, w_hh_t.data_ptr<T>());
-    if (a.has_bias) {
-      const Tensor bi = as_compute(*b_ih, ct), bh = as_compute(*b_hh, ct);
-      const T* pi = bi.data_ptr<T>();
-      const T* ph = bh.data_ptr<T>();
-      T* pb = bias.data_ptr<T>();
-      for (int64_t col = 0; col < G; ++col) {
-        const int64_t row = natural_gate_row(a.H, col);
-        pb[col] = pi[row] + ph[row];
-      }
+  if (a.has_bias) {
+    const Tensor bi = as_compute(*b_ih, ct), bh = as_compute(*b_hh, ct);
+    const T* pi = bi.data_ptr<T>();
+    const T* ph = bh.data_ptr<T>();
+    T* pb = bias.data_ptr<T>();
+    for (int64_t col = 0; col < G; ++col) {
+      const int64_t row = natural_gate_row(a.H, col);
+      pb[col] = pi[row] + ph[row];
     }
-    if (!input_per_step) {
-      // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
-      parallel_gemm_nn<T>(a.N, G, a.I, x2.data_ptr<T>(), a.I, w_ih_t.data_ptr<T>(), G,
-                          gates.data_ptr<T>(), G, false);
-    }
-    ForwardLoop<T> f{input_per_step ? x2.data_ptr<T>() : nullptr,
-                     w_ih_t.data_ptr<T>(),
-                     w_hh_t.data_ptr<T>(),
-                     ptr_or_null<T>(w_hr_t),
-                     ptr_or_null<T>(bias),
-                     h0_c.data_ptr<T>(),
-                     gates.data_ptr<T>(),
-                     gates_all_steps,
-                     c.data_ptr<T>(),
-                     y.data_ptr<T>(),
-                     need_backward ? cells.data_ptr<T>() : nullptr,
-                     ptr_or_null<T>(h_raw)};
-    lstm_forward_loop<T>(a, reverse, f);
-    gather_final_hidden<T>(a, reverse, y.data_ptr<T>(), h_n.data_ptr<T>());
-  });
+  }
+  if (!input_per_step) {
+    // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
+    parallel_gemm_nn<In>(a.N, G, a.I, x2.data_ptr<In>(), a.I, w_ih_t.data_ptr<In>(), G,
+                         gates.data_ptr<T>(), G, false);
+  }
+  ForwardLoop<In> f{input_per_step ? x2.data_ptr<In>() : nullptr,
+                    w_ih_t.data_ptr<In>(),
+                    w_hh_t.data_ptr<In>(),
+                    ptr_or_null<T>(w_hr_t),
+                    ptr_or_null<T>(bias),
+                    h0_c.data_ptr<In>(),
+                    gates.data_ptr<T>(),
+                    gates_all_steps,
+                    c.data_ptr<T>(),
+                    y.data_ptr<In>(),
+                    need_backward ? cells.data_ptr<T>() : nullptr,
+                    ptr_or_null<T>(h_raw)};
+  lstm_forward_loop<In>(a, reverse, f);
+  gather_final_hidden<In>(a, reverse, y.data_ptr<In>(), h_n.data_ptr<In>());
 
   if (!need_backward) gates = at::empty({0, G}, opts);
   if (!a.packed) y = y.view({a.T, a.B, a.Hout});
   return {y.to(dt), h_n.to(dt), c.to(dt), gates, cells};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_cpu(
-    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
-    const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    const Tensor& y, const Tensor& gates, const Tensor& cells, bool reverse) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
+    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, bool reverse, bool need_backward) {
   check_cpu(x);
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  if (bfloat16_route(x.scalar_type(), a)) {
+    return forward_impl<c10::BFloat16>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                                       need_backward);
+  }
+  return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_forward_cpu", [&] {
+    return forward_impl<scalar_t>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                                  need_backward);
+  });
+}
+
+using BackwardGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+template <typename In>
+BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tensor& grad_h_n,
+                            const Tensor& grad_c_n, const Tensor& x, const Tensor& h0,
+                            const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                            const OptTensor& w_hr, const Tensor& y, const Tensor& gates,
+                            const Tensor& cells, bool reverse) {
+  using T = Acc<In>;
   const auto dt = x.scalar_type();
-  const auto ct = compute_dtype(dt);
+  const auto ct = c10::CppTypeToScalarType<T>::value;
+  const auto it = c10::CppTypeToScalarType<In>::value;
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H;
-  check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
-  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
-  const Tensor y2 = as_compute(y, ct).view({a.N, a.Hout});
+  const Tensor x2 = as_compute(x, it).view({a.N, a.I});
+  const Tensor y2 = as_compute(y, it).view({a.N, a.Hout});
   const Tensor gy = as_compute(grad_y, ct).view({a.N, a.Hout});
   const Tensor gates_c = as_compute(gates, ct).view({a.N, G});
   const Tensor cells_c = as_compute(cells, ct).view({a.N, a.H});
-  const Tensor h0_c = as_compute(h0, ct), c0_c = as_compute(c0, ct);
-  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
-  Tensor w_ih_b = at::empty({G, a.I}, opts);     // [4H, I]    blocked rows
-  Tensor w_hh_b = at::empty({G, a.Hout}, opts);  // [4H, Hout] blocked rows
+  const Tensor h0_c = as_compute(h0, it), c0_c = as_compute(c0, ct);
+  Tensor w_ih_b = rows_operand<In>(w_ih, a.H);  // [4H, I]    blocked rows
+  Tensor w_hh_b = rows_operand<In>(w_hh, a.H);  // [4H, Hout] blocked rows
   const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();
   Tensor dh = fresh(grad_h_n, ct);  // dh: [B, Hout], becomes grad_h0
   Tensor dc = fresh(grad_c_n, ct);  // dc: [B, H], becomes grad_c0
@@ -153,66 +216,61 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   // writes a block's d(gates), then whole-block GEMMs turn it into its rows of
   // grad_x and its share of the weight gradients while it is still in cache.
   const int64_t block_rows = std::max(kBackwardBlockRows, a.B);
-  Tensor dgates = at::empty({std::min(block_rows, a.N), G}, opts);    // [block, 4H] blocked
-  Tensor h_prev = at::empty({std::min(block_rows, a.N), a.Hout}, opts);  // [block, Hout]
+  const auto in_opts = x.options().dtype(it);
+  Tensor dgates = at::empty({std::min(block_rows, a.N), G}, in_opts);    // [block, 4H] blocked
+  Tensor h_prev = at::empty({std::min(block_rows, a.N), a.Hout}, in_opts);  // [block, Hout]
 
   Tensor grad_w_ih, grad_w_hh;  // [4H, I], [4H, Hout] natural rows, made at the end
   Tensor grad_b_ih = at::empty({a.has_bias ? G : 0}, opts);
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "lstm_layer_backward_cpu", [&] {
-    using T = scalar_t;
-    gate_rows_to_blocked<T>(w_ih_c.data_ptr<T>(), a.H, a.I, w_ih_b.data_ptr<T>());
-    gate_rows_to_blocked<T>(w_hh_c.data_ptr<T>(), a.H, a.Hout, w_hh_b.data_ptr<T>());
-    T* dg = dgates.data_ptr<T>();
-    T* hp = h_prev.data_ptr<T>();
-    std::vector<T> bias_sums(a.has_bias ? G : 0, T(0));
-    for (int64_t k_end = a.T; k_end > 0;) {
-      // The block: steps k_begin..k_end-1, whose rows [r0, r1) are contiguous.
-      int64_t k_begin = k_end - 1;
-      int64_t rows = a.rows[step_time(a, reverse, k_begin)];
-      while (k_begin > 0 && rows + a.rows[step_time(a, reverse, k_begin - 1)] <= block_rows) {
-        --k_begin;
-        rows += a.rows[step_time(a, reverse, k_begin)];
-      }
-      const int64_t t_lo = std::min(step_time(a, reverse, k_begin), step_time(a, reverse, k_end - 1));
-      const int64_t r0 = a.offset[t_lo];
-
-      BackwardLoop<T> b{w_hh_b.data_ptr<T>(),  ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
-                        gates_c.data_ptr<T>(), cells_c.data_ptr<T>(),  c0_c.data_ptr<T>(),
-                        dh.data_ptr<T>(),      dc.data_ptr<T>(),       dg, r0,
-                        ptr_or_null<T>(dh_total), ptr_or_null<T>(dh_raw)};
-      lstm_backward_loop<T>(a, reverse, b, k_begin, k_end);
-
-      // grad_x[r0:r1] = dgates @ w_ih;  grad_w_ih^T += x[r0:r1]^T @ dgates;
-      // grad_w_hh^T += h_prev^T @ dgates;  grad_b += column sums of dgates.
-      parallel_gemm_nn<T>(rows, a.I, G, dg, G, w_ih_b.data_ptr<T>(), a.I,
-                          grad_x.data_ptr<T>() + r0 * a.I, a.I, false);
-      parallel_gemm_tn<T>(rows, a.I, G, x2.data_ptr<T>() + r0 * a.I, a.I, dg, G,
-                          grad_w_ih_t.data_ptr<T>(), G, true);
-      gather_h_prev<T>(a, reverse, y2.data_ptr<T>(), h0_c.data_ptr<T>(), hp, r0, k_begin, k_end);
-      parallel_gemm_tn<T>(rows, a.Hout, G, hp, a.Hout, dg, G, grad_w_hh_t.data_ptr<T>(), G, true);
-      for (int64_t r = 0; r < (a.has_bias ? rows : 0); ++r) {
-        const T* row = dg + r * G;
-        for (int64_t col = 0; col < G; ++col) bias_sums[col] += row[col];
-      }
-      k_end = k_begin;
+  In* dg = dgates.data_ptr<In>();
+  In* hp = h_prev.data_ptr<In>();
+  std::vector<T> bias_sums(a.has_bias ? G : 0, T(0));
+  for (int64_t k_end = a.T; k_end > 0;) {
+    // The block: steps k_begin..k_end-1, whose rows [r0, r1) are contiguous.
+    int64_t k_begin = k_end - 1;
+    int64_t rows = a.rows[step_time(a, reverse, k_begin)];
+    while (k_begin > 0 && rows + a.rows[step_time(a, reverse, k_begin - 1)] <= block_rows) {
+      --k_begin;
+      rows += a.rows[step_time(a, reverse, k_begin)];
     }
-    // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
-    // so the natural-order gradients can take their memory).
-    w_ih_b = Tensor();
-    w_hh_b = Tensor();
-    dgates = Tensor();
-    h_prev = Tensor();
-    grad_w_ih = at::empty({G, a.I}, opts);
-    grad_w_hh = at::empty({G, a.Hout}, opts);
-    blocked_transposed_to_gate_rows<T>(grad_w_ih_t.data_ptr<T>(), a.H, a.I,
-                                       grad_w_ih.data_ptr<T>());
-    blocked_transposed_to_gate_rows<T>(grad_w_hh_t.data_ptr<T>(), a.H, a.Hout,
-                                       grad_w_hh.data_ptr<T>());
-    T* gb = a.has_bias ? grad_b_ih.data_ptr<T>() : nullptr;
-    for (int64_t col = 0; col < (a.has_bias ? G : 0); ++col)
-      gb[natural_gate_row(a.H, col)] = bias_sums[col];
-  });
+    const int64_t t_lo = std::min(step_time(a, reverse, k_begin), step_time(a, reverse, k_end - 1));
+    const int64_t r0 = a.offset[t_lo];
+
+    BackwardLoop<In> b{w_hh_b.data_ptr<In>(), ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
+                       gates_c.data_ptr<T>(), cells_c.data_ptr<T>(), c0_c.data_ptr<T>(),
+                       dh.data_ptr<T>(),      dc.data_ptr<T>(),      dg, r0,
+                       ptr_or_null<T>(dh_total), ptr_or_null<T>(dh_raw)};
+    lstm_backward_loop<In>(a, reverse, b, k_begin, k_end);
+
+    // grad_x[r0:r1] = dgates @ w_ih;  grad_w_ih^T += x[r0:r1]^T @ dgates;
+    // grad_w_hh^T += h_prev^T @ dgates;  grad_b += column sums of dgates.
+    parallel_gemm_nn<In>(rows, a.I, G, dg, G, w_ih_b.data_ptr<In>(), a.I,
+                         grad_x.data_ptr<T>() + r0 * a.I, a.I, false);
+    parallel_gemm_tn<In>(rows, a.I, G, x2.data_ptr<In>() + r0 * a.I, a.I, dg, G,
+                         grad_w_ih_t.data_ptr<T>(), G, true);
+    gather_h_prev<In>(a, reverse, y2.data_ptr<In>(), h0_c.data_ptr<In>(), hp, r0, k_begin, k_end);
+    parallel_gemm_tn<In>(rows, a.Hout, G, hp, a.Hout, dg, G, grad_w_hh_t.data_ptr<T>(), G, true);
+    for (int64_t r = 0; r < (a.has_bias ? rows : 0); ++r) {
+      const In* row = dg + r * G;
+      for (int64_t col = 0; col < G; ++col) bias_sums[col] += static_cast<T>(row[col]);
+    }
+    k_end = k_begin;
+  }
+  // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
+  // so the natural-order gradients can take their memory).
+  w_ih_b = Tensor();
+  w_hh_b = Tensor();
+  dgates = Tensor();
+  h_prev = Tensor();
+  grad_w_ih = at::empty({G, a.I}, opts);
+  grad_w_hh = at::empty({G, a.Hout}, opts);
+  blocked_transposed_to_gate_rows<T>(grad_w_ih_t.data_ptr<T>(), a.H, a.I, grad_w_ih.data_ptr<T>());
+  blocked_transposed_to_gate_rows<T>(grad_w_hh_t.data_ptr<T>(), a.H, a.Hout,
+                                     grad_w_hh.data_ptr<T>());
+  T* gb = a.has_bias ? grad_b_ih.data_ptr<T>() : nullptr;
+  for (int64_t col = 0; col < (a.has_bias ? G : 0); ++col)
+    gb[natural_gate_row(a.H, col)] = bias_sums[col];
 
   Tensor grad_b_hh = at::empty({0}, opts);
   if (a.has_bias) grad_b_hh = grad_b_ih.clone();
@@ -228,6 +286,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   return {grad_x.view(x.sizes()).to(dt), dh.to(dt),           dc.to(dt),
           grad_w_ih.to(wdt),             grad_w_hh.to(wdt),   grad_b_ih.to(wdt),
           grad_b_hh.to(wdt),             grad_w_hr.to(wdt)};
+}
+
+BackwardGrads lstm_layer_backward_cpu(
+    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
+    const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    const Tensor& y, const Tensor& gates, const Tensor& cells, bool reverse) {
+  check_cpu(x);
+  const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
+  if (bfloat16_route(x.scalar_type(), a)) {
+    return backward_impl<c10::BFloat16>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
+                                        w_hr, y, gates, cells, reverse);
+  }
+  return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_backward_cpu", [&] {
+    return backward_impl<scalar_t>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
+                                   gates, cells, reverse);
+  });
 }
 
 void check_bidirectional_state(const Tensor& h0, const Tensor& c0) {
@@ -259,8 +335,6 @@ lstm_bidirectional_layer_forward_cpu(
   auto& [y1, h1n, c1n, g1, s1] = out[1];
   return {at::cat({y0, y1}, -1), at::stack({h0n, h1n}), at::stack({c0n, c1n}), g0, s0, g1, s1};
 }
-
-using BackwardGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
            Tensor, Tensor>

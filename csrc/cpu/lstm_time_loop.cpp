@@ -66,8 +66,10 @@ void run_team(int64_t P, const Body& body) {
 
 }  // namespace
 
-template <typename T>
-void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f) {
+template <typename In>
+void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f) {
+  using T = Acc<In>;
+  constexpr int64_t cs = kColumnStride<In>;
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = f.w_hr_t != nullptr;
   const bool save = f.cells != nullptr;
@@ -78,45 +80,55 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f
       const int64_t t = step_time(a, reverse, k);
       const int64_t off = a.offset[t], rows = a.rows[t];
       T* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
-      T* y = f.y + off * Hout;                                 // y: [rows, Hout]
+      In* y = f.y + off * Hout;                                // y: [rows, Hout]
       if (f.x) {
         // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
-        gemm_nn<T>(rows, s.g1 - s.g0, a.I, f.x + off * a.I, a.I, f.w_ih_t + s.g0, G,
-                   gates + s.g0, G, false);
+        gemm_nn<In>(rows, s.g1 - s.g0, a.I, f.x + off * a.I, a.I, f.w_ih_t + cs * s.g0, G,
+                    gates + s.g0, G, false);
       }
       // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
       // step for the rows it had, h0 for rows that start here.
       const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
       if (from_prev > 0) {
-        const T* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
-        gemm_nn<T>(from_prev, s.g1 - s.g0, Hout, y_prev, Hout, f.w_hh_t + s.g0, G, gates + s.g0,
-                   G, true);
+        const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
+        gemm_nn<In>(from_prev, s.g1 - s.g0, Hout, y_prev, Hout, f.w_hh_t + cs * s.g0, G,
+                    gates + s.g0, G, true);
       }
-      gemm_nn<T>(rows - from_prev, s.g1 - s.g0, Hout, f.h0 + from_prev * Hout, Hout,
-                 f.w_hh_t + s.g0, G, gates + from_prev * G + s.g0, G, true);
+      gemm_nn<In>(rows - from_prev, s.g1 - s.g0, Hout, f.h0 + from_prev * Hout, Hout,
+                  f.w_hh_t + cs * s.g0, G, gates + from_prev * G + s.g0, G, true);
       for (int64_t c = s.c0; c < s.c1; ++c) {
         const int64_t u = c * kGateChunk, w = chunk_width(H, c);
         ForwardStep<T> st{gates + 4 * u, G,
                           f.bias ? f.bias + 4 * u : nullptr,
                           f.c + u, H,
                           save ? f.cells + off * H + u : nullptr, H,
-                          proj ? f.h_raw + u : y + u, proj ? H : Hout,
+                          nullptr, proj ? H : Hout,
                           save};
+        if constexpr (std::is_same_v<In, T>) {
+          st.h = proj ? f.h_raw + u : y + u;
+        } else {
+          st.h_bf16 = y + u;
+        }
         kernels.forward(st, rows, w, 0, w);
       }
-      if (proj) {
-        barrier();
-        // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
-        gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout, false);
+      if constexpr (std::is_same_v<In, T>) {
+        if (proj) {
+          barrier();
+          // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
+          gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout,
+                     false);
+        }
       }
       barrier();
     }
   });
 }
 
-template <typename T>
-void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b,
+template <typename In>
+void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                         int64_t k_begin, int64_t k_end) {
+  using T = Acc<In>;
+  constexpr int64_t cs = kColumnStride<In>;
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
   const auto& kernels = vector_kernels<T>();
@@ -125,7 +137,7 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
     for (int64_t k = k_end - 1; k >= k_begin; --k) {
       const int64_t t = step_time(a, reverse, k);
       const int64_t off = a.offset[t], rows = a.rows[t];
-      T* dgates = b.dgates + (off - b.dgates_row0) * G;  // dgates: [rows, 4H]
+      In* dgates = b.dgates + (off - b.dgates_row0) * G;  // dgates: [rows, 4H]
       // The previous step (in this direction's order) holds c_prev for its rows;
       // rows it lacked (packed, reverse) started from c0.
       const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
@@ -162,7 +174,12 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
                              dh + r0 * dh_ld + u, dh_ld,
                              dh2 ? dh2 + r0 * Hout + u : nullptr, Hout,
                              b.dc + r0 * H + u, H,
-                             dgates + r0 * G + 4 * u, G};
+                             nullptr, G};
+          if constexpr (std::is_same_v<In, T>) {
+            st.dgates = dgates + r0 * G + 4 * u;
+          } else {
+            st.dgates_bf16 = dgates + r0 * G + 4 * u;
+          }
           kernels.backward(st, r1 - r0, w, 0, w);
         }
       }
@@ -171,7 +188,7 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>&
       // a projection each thread's columns are its own hidden units, which only
       // its own pointwise pass reads next, so no barrier is needed after it.
       const int64_t j0 = proj ? s.o0 : s.u0, j1 = proj ? s.o1 : s.u1;
-      gemm_nn<T>(rows, j1 - j0, G, dgates, G, b.w_hh + j0, Hout, b.dh + j0, Hout, false);
+      gemm_nn<In>(rows, j1 - j0, G, dgates, G, b.w_hh + cs * j0, Hout, b.dh + j0, Hout, false);
     }
   });
 }
@@ -220,6 +237,7 @@ void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T*
                                  int64_t, int64_t);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
+FUSED_LSTM_INSTANTIATE(c10::BFloat16)
 #undef FUSED_LSTM_INSTANTIATE
 
 }  // namespace fused_lstm::cpu

@@ -6,9 +6,17 @@
 // step by step, with no allocation inside.
 //
 // Gate columns are in the blocked order of gate_layout.h.
+//
+// The loops are templates on In, the type of the GEMM operands (x, h, the
+// weights, d(gates)); gates, cells and the recurrent gradients are in
+// T = Acc<In>. In = float or double: everything in one type. In = bfloat16:
+// the GEMMs multiply bfloat16 operands (weights pair-packed, see
+// bf16_gemm.h) into float, h is rounded to bfloat16 as it is written to y, and
+// d(gates) as it is written for the GEMMs; no projection on this route.
 #pragma once
 
 #include "../lstm_layer_args.h"
+#include "cpu_gemm.h"
 #include "gate_layout.h"
 
 namespace fused_lstm::cpu {
@@ -16,29 +24,29 @@ namespace fused_lstm::cpu {
 // The input projection x_t @ w_ih^T is either precomputed for all steps in
 // `gates` (x null), or computed step by step inside the loop (x given), which
 // keeps the gate buffer in cache and, when nothing is saved, one step long.
-template <typename T>
+template <typename In, typename T = Acc<In>>
 struct ForwardLoop {
-  const T* x;       // [N, I], or null when gates already hold x @ w_ih^T
-  const T* w_ih_t;  // [I, 4H] w_ih^T, blocked columns (with x)
-  const T* w_hh_t;  // [Hout, 4H] w_hh^T, blocked columns
-  const T* w_hr_t;  // [H, Hout]  w_hr^T, or null
-  const T* bias;    // [4H] blocked, b_ih + b_hh, or null
-  const T* h0;      // [B, Hout]
+  const In* x;       // [N, I], or null when gates already hold x @ w_ih^T
+  const In* w_ih_t;  // [I, 4H] w_ih^T, blocked columns (with x)
+  const In* w_hh_t;  // [Hout, 4H] w_hh^T, blocked columns
+  const T* w_hr_t;   // [H, Hout]  w_hr^T, or null
+  const T* bias;     // [4H] blocked, b_ih + b_hh, or null
+  const In* h0;      // [B, Hout]
   T* gates;         // [N, 4H] blocked (or [B, 4H] for one step at a time, see below).
                     // in: x @ w_ih^T unless x is given; out: activated gates if saving
   bool gates_all_steps;  // gates has a row block per step (else one, reused)
   T* c;             // [B, H]    in: c0; out: c_n
-  T* y;             // [N, Hout] out: h of every step
+  In* y;            // [N, Hout] out: h of every step
   T* cells;         // [N, H] out: c after every step, or null (inference)
   T* h_raw;         // [B, H] workspace when projecting, else null
 };
 
-template <typename T>
-void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<T>& f);
+template <typename In>
+void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f);
 
-template <typename T>
+template <typename In, typename T = Acc<In>>
 struct BackwardLoop {
-  const T* w_hh;    // [4H, Hout] blocked rows
+  const In* w_hh;   // [4H, Hout] blocked rows
   const T* w_hr;    // [Hout, H] or null
   const T* grad_y;  // [N, Hout]
   const T* gates;   // [N, 4H] blocked, activated gates saved by forward
@@ -46,7 +54,7 @@ struct BackwardLoop {
   const T* c0;      // [B, H]
   T* dh;            // [B, Hout] in: grad_h_n; out: grad_h0
   T* dc;            // [B, H]    in: grad_c_n; out: grad_c0
-  T* dgates;        // [rows of the steps run, 4H] blocked. out: dL/d(gate pre-activations);
+  In* dgates;       // [rows of the steps run, 4H] blocked. out: dL/d(gate pre-activations);
                     // row r of the sequence lands at dgates[r - dgates_row0]
   int64_t dgates_row0;
   T* dh_total;      // [N, Hout] out: dL/dh of every step (projection only), else null
@@ -55,8 +63,8 @@ struct BackwardLoop {
 
 // Runs the backward steps k_end - 1 down to k_begin (k counts steps in this
 // direction's processing order); dh and dc carry over between calls.
-template <typename T>
-void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<T>& b,
+template <typename In>
+void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                         int64_t k_begin, int64_t k_end);
 
 // h_n: [B, Hout], each row's state after its last step, gathered from y: [N, Hout].

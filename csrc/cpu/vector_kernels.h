@@ -11,6 +11,8 @@
 // batch and hidden columns [j0, j1) of each row. Strides are in elements.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
 
 namespace fused_lstm::cpu {
@@ -25,12 +27,15 @@ struct ForwardStep {
   //      c     <- new cell state (in place).
   //      c_out [rows, H] (stride c_out_ld)  copy of the new cell state, or null.
   //      h     [rows, H] (stride h_ld)      h = o * tanh(c).
+  //      h_bf16 (float only) if set, h is written here instead, rounded to
+  //            bfloat16 (stride h_ld): the operand of the next step's GEMM.
   T* gates; int64_t gates_ld;
   const T* bias;
   T* c; int64_t c_ld;
   T* c_out; int64_t c_out_ld;
   T* h; int64_t h_ld;
   bool save_gates;
+  c10::BFloat16* h_bf16 = nullptr;
 };
 
 template <typename T>
@@ -43,6 +48,8 @@ struct BackwardStep {
   //      dc     [rows, H]  (stride dc_ld)   dL/dc from the next step.
   // Out: dc     <- dL/dc_prev (in place).
   //      dgates [rows, 4H] (stride dgates_ld) dL/d(pre-activation gates).
+  //      dgates_bf16 (float only) if set, dgates are written here instead,
+  //             rounded to bfloat16 (stride dgates_ld).
   const T* act; int64_t act_ld;
   const T* c; int64_t c_ld;
   const T* c_prev; int64_t c_prev_ld;
@@ -50,6 +57,7 @@ struct BackwardStep {
   const T* dh2; int64_t dh2_ld;
   T* dc; int64_t dc_ld;
   T* dgates; int64_t dgates_ld;
+  c10::BFloat16* dgates_bf16 = nullptr;
 };
 
 template <typename T>

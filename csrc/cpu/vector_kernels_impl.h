@@ -9,6 +9,8 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <type_traits>
+
 #include "../lstm_gate_math.h"
 #include "vector_kernels.h"
 
@@ -48,6 +50,13 @@ inline Vectorized<float> vec_tanh<float>(const Vectorized<float>& a) {
   return V::blendv(signed_big, small, ax < V(0.0625f));
 }
 
+// Stores the first n lanes of v at dst, rounded to bfloat16 (nearest even).
+inline void store_bf16(const Vectorized<float>& v, c10::BFloat16* dst, int64_t n) {
+  float tmp[Vectorized<float>::size()];
+  v.store(tmp, n);
+  at::vec::convert(tmp, dst, n);
+}
+
 template <typename T>
 void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1) {
   using V = Vectorized<T>;
@@ -59,7 +68,8 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
     T* go = gi + 3 * H;
     T* c = s.c + r * s.c_ld;
     T* c_out = s.c_out ? s.c_out + r * s.c_out_ld : nullptr;
-    T* h = s.h + r * s.h_ld;
+    T* h = s.h ? s.h + r * s.h_ld : nullptr;
+    c10::BFloat16* h16 = s.h_bf16 ? s.h_bf16 + r * s.h_ld : nullptr;
     for (int64_t j = j0; j < j1; j += W) {
       const int64_t n = std::min<int64_t>(W, j1 - j);
       V ai = V::loadu(gi + j, n), af = V::loadu(gf + j, n);
@@ -78,7 +88,12 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
       const V h_new = lstm_hidden(o, vec_tanh(c_new));
       c_new.store(c + j, n);
       if (c_out) c_new.store(c_out + j, n);
-      h_new.store(h + j, n);
+      if constexpr (std::is_same_v<T, float>) {
+        if (h16) store_bf16(h_new, h16 + j, n);
+        else h_new.store(h + j, n);
+      } else {
+        h_new.store(h + j, n);
+      }
       if (s.save_gates) {
         i.store(gi + j, n);
         f.store(gf + j, n);
@@ -100,7 +115,8 @@ void backward_step(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0
     const T* dh = s.dh + r * s.dh_ld;
     const T* dh2 = s.dh2 ? s.dh2 + r * s.dh2_ld : nullptr;
     T* dc = s.dc + r * s.dc_ld;
-    T* dgi = s.dgates + r * s.dgates_ld;
+    T* dgi = s.dgates ? s.dgates + r * s.dgates_ld : nullptr;
+    c10::BFloat16* dg16 = s.dgates_bf16 ? s.dgates_bf16 + r * s.dgates_ld : nullptr;
     for (int64_t j = j0; j < j1; j += W) {
       const int64_t n = std::min<int64_t>(W, j1 - j);
       V dh_total = V::loadu(dh + j, n);
@@ -109,6 +125,16 @@ void backward_step(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0
       lstm_gate_grads(V::loadu(ai + j, n), V::loadu(ai + H + j, n), V::loadu(ai + 2 * H + j, n),
                       V::loadu(ai + 3 * H + j, n), V::loadu(c_prev + j, n), vec_tanh(V::loadu(c + j, n)),
                       dh_total, V::loadu(dc + j, n), d_ai, d_af, d_ag, d_ao, dc_prev);
+      if constexpr (std::is_same_v<T, float>) {
+        if (dg16) {
+          store_bf16(d_ai, dg16 + j, n);
+          store_bf16(d_af, dg16 + H + j, n);
+          store_bf16(d_ag, dg16 + 2 * H + j, n);
+          store_bf16(d_ao, dg16 + 3 * H + j, n);
+          dc_prev.store(dc + j, n);
+          continue;
+        }
+      }
       d_ai.store(dgi + j, n);
       d_af.store(dgi + H + j, n);
       d_ag.store(dgi + 2 * H + j, n);

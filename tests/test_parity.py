@@ -171,3 +171,21 @@ def test_threaded_kernels_with_several_gate_chunks(dtype, case):
         assert_same_run(ref, fused, x, hx)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_threaded_forward_at_batch_one(dtype):
+    """One row per step: the forward loop splits a step over threads from 64K
+    multiply-adds (H = 128), the backward loop keeps it on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        ref, fused = make_pair(dtype, seed=6, input_size=9, hidden_size=128)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.mul_(0.2)
+        fused.load_state_dict(ref.state_dict())
+        x = torch.randn(30, 9, dtype=dtype, requires_grad=True)
+        assert_same_run(ref, fused, x)
+    finally:
+        torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 // The bfloat16 GEMM of bf16_gemm.h: a 6 x 64 register tile of vdpbf16ps.
 //
-// Per pair of K the tile loads four vectors of B (64 columns) and broadcasts one
+// Per pair of K a full tile loads four vectors of B (64 columns) and broadcasts one
 // word of A per row: 24 dot products (1,536 multiply-adds) for 10 loads, with
 // the 24 accumulators in registers. K runs in blocks of 256 so a 64-column panel
 // of B (32 KiB) stays in L1 across the rows of A.
@@ -120,10 +120,14 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const void* A, int64_t a_row, in
       const int nv = static_cast<int>((width + 15) / 16);
       const int64_t tail = width - 16 * (nv - 1);
       const __mmask16 last = tail == 16 ? 0xFFFF : static_cast<__mmask16>((1u << tail) - 1);
-      for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-        const int mr = static_cast<int>(std::min<int64_t>(kRows, M - m0));
+      // Rows in ceil(M / 6) tiles of near-equal height (32 rows: 6,6,5,5,5,5):
+      // a short last tile would load B for few rows.
+      const int64_t tiles = (M + kRows - 1) / kRows, base = M / tiles, taller = M % tiles;
+      for (int64_t i = 0, m0 = 0; i < tiles; ++i) {
+        const int mr = static_cast<int>(base + (i < taller ? 1 : 0));
         kTiles[mr - 1][nv - 1](np, half_last, a + m0 * a_row + p0 * a_pair, a_row, a_pair,
                                B + p0 * ldb + n0, ldb, C + m0 * ldc + n0, ldc, acc, last);
+        m0 += mr;
       }
     }
   }

@@ -15,8 +15,12 @@ namespace {
 
 // Below this many multiply-adds per step, one thread runs the loop: waking a
 // second thread and meeting it at a barrier every step costs more than the
-// work it would take over (at B = 1, H = 128, two threads were 40% slower).
-constexpr int64_t kMinParallelStepMacs = 512 * 1024;
+// work it would take over. The forward step's GEMM streams w_hh from L2, and
+// halving that pays from about 64K multiply-adds (B = 1, H = 128: 185 -> 147 us
+// per call); the backward step, whose two threads read the whole of d(gates),
+// only from 512K (at B = 1 two threads were 5% slower there).
+constexpr int64_t kMinParallelForwardStepMacs = 48 * 1024;
+constexpr int64_t kMinParallelBackwardStepMacs = 512 * 1024;
 
 // The part of a step one thread owns: gate chunks [c0, c1) (hidden units
 // [u0, u1), gate columns [g0, g1)), and columns [o0, o1) of an Hout-wide row.
@@ -40,10 +44,10 @@ Share share_of(int64_t p, int64_t P, int64_t H, int64_t Hout) {
   return s;
 }
 
-int64_t threads_for(const LayerArgs& a) {
+int64_t threads_for(const LayerArgs& a, int64_t min_macs) {
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunk_count(a.H));
   const int64_t macs = a.B * 4 * a.H * a.Hout;
-  if (threads <= 1 || macs < kMinParallelStepMacs || at::in_parallel_region()) return 1;
+  if (threads <= 1 || macs < min_macs || at::in_parallel_region()) return 1;
   return threads;
 }
 
@@ -74,7 +78,8 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& 
   const bool proj = f.w_hr_t != nullptr;
   const bool save = f.cells != nullptr;
   const auto& kernels = vector_kernels<T>();
-  run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
+  run_team(threads_for(a, kMinParallelForwardStepMacs), [&](int64_t p, int64_t P,
+                                                            const auto& barrier) {
     const Share s = share_of(p, P, H, Hout);
     for (int64_t k = 0; k < a.T; ++k) {
       const int64_t t = step_time(a, reverse, k);
@@ -132,7 +137,8 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
   const auto& kernels = vector_kernels<T>();
-  run_team(threads_for(a), [&](int64_t p, int64_t P, const auto& barrier) {
+  run_team(threads_for(a, kMinParallelBackwardStepMacs), [&](int64_t p, int64_t P,
+                                                             const auto& barrier) {
     const Share s = share_of(p, P, H, Hout);
     for (int64_t k = k_end - 1; k >= k_begin; --k) {
       const int64_t t = step_time(a, reverse, k);

@@ -10,9 +10,10 @@
 // float goes to the oneDNN BRGEMM microkernel libtorch exports
 // (at::native::cpublas::brgemm): single-threaded and JIT-built for each shape,
 // it reaches several times the rate of the BLAS at the skinny shapes of an LSTM
-// step, and we do the threading. double goes to the BLAS libtorch links (MKL's
-// dgemm_). bfloat16 goes to our AVX512_BF16 kernel (bf16_gemm.h); callers
-// check bf16_gemm_supported() first. Where none is available, at::mm on
+// step, and we do the threading. double goes to our AVX-512 kernel
+// (gemm_kernels.h), or to the BLAS libtorch links (MKL's dgemm_) on CPUs
+// without AVX-512. bfloat16 goes to our AVX512_BF16 kernel (gemm_kernels.h);
+// callers check bf16_gemm_supported() first. Where none is available, at::mm on
 // tensors wrapping the memory.
 #pragma once
 
@@ -21,14 +22,14 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "bf16_gemm.h"
+#include "gemm_kernels.h"
 
 namespace fused_lstm::cpu {
 
 template <typename In>
 using Acc = std::conditional_t<std::is_same_v<In, c10::BFloat16>, float, In>;
 
-// In gemm_nn's B operand, bfloat16 is pair-packed (bf16_gemm.h): ldb counts
+// In gemm_nn's B operand, bfloat16 is pair-packed (gemm_kernels.h): ldb counts
 // words, and column n of B starts kColumnStride elements per column in.
 template <typename In>
 constexpr int64_t kColumnStride = std::is_same_v<In, c10::BFloat16> ? 2 : 1;

@@ -11,7 +11,7 @@
 // weights, d(gates)); gates, cells and the recurrent gradients are in
 // T = Acc<In>. In = float or double: everything in one type. In = bfloat16:
 // the GEMMs multiply bfloat16 operands (weights pair-packed, see
-// bf16_gemm.h) into float, h is rounded to bfloat16 as it is written to y, and
+// gemm_kernels.h) into float, h is rounded to bfloat16 as it is written to y, and
 // d(gates) as it is written for the GEMMs; no projection on this route.
 #pragma once
 

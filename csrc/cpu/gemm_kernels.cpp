@@ -1,10 +1,11 @@
-// The bfloat16 GEMM of bf16_gemm.h: a 6 x 64 register tile of vdpbf16ps.
+// The GEMM kernels of gemm_kernels.h: register tiles of up to 6 rows by 4
+// vectors of columns (64 for bfloat16, 32 for float64).
 //
-// Per pair of K a full tile loads four vectors of B (64 columns) and broadcasts one
-// word of A per row: 24 dot products (1,536 multiply-adds) for 10 loads, with
-// the 24 accumulators in registers. K runs in blocks of 256 so a 64-column panel
-// of B (32 KiB) stays in L1 across the rows of A.
-#include "bf16_gemm.h"
+// Per step of K (a pair for bfloat16) a full tile loads four vectors of B and
+// broadcasts one element (word) of A per row: 24 FMAs (dot products) for 10
+// loads, with the 24 accumulators in registers. K runs in blocks whose
+// panel of B (32 KiB) stays in L1 across the rows of A.
+#include "gemm_kernels.h"
 
 #include <algorithm>
 #include <cstring>
@@ -27,17 +28,53 @@ bool bf16_gemm_supported() {
   return ok;
 }
 
+bool f64_gemm_supported() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return ok;
+}
+
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
 }  // namespace fused_lstm::cpu
 #include <immintrin.h>
 namespace fused_lstm::cpu {
 
 namespace {
 
-constexpr int kRows = 6;            // rows of A per tile
-constexpr int kVectors = 4;         // 16-column vectors of B per tile
-constexpr int64_t kPairBlock = 128;  // pairs of K per block
+constexpr int kRows = 6;             // rows of A per tile
+constexpr int kVectors = 4;          // vectors of columns of B per tile
+constexpr int64_t kStepBlock = 128;  // steps of K per block (32 KiB of B per panel)
+
+// Runs C[M, N] over blocks of `steps` (K steps), panels of kVectors vectors of
+// `lanes` columns, and ceil(M / 6) row tiles of near-equal height (32 rows:
+// 6,6,5,5,5,5; a short last tile would load B for few rows).
+// tile(m0, mr, n0, nv, lanes_in_last_vector, s0, ns, accumulate, last_block).
+template <typename Tile>
+void run_tiles(int64_t M, int64_t N, int64_t steps, int64_t lanes, bool accumulate,
+               const Tile& tile) {
+  for (int64_t s0 = 0; s0 < steps; s0 += kStepBlock) {
+    const int64_t ns = std::min(kStepBlock, steps - s0);
+    for (int64_t n0 = 0; n0 < N; n0 += lanes * kVectors) {
+      const int64_t width = std::min<int64_t>(lanes * kVectors, N - n0);
+      const int nv = static_cast<int>((width + lanes - 1) / lanes);
+      const int64_t tail = width - lanes * (nv - 1);
+      const int64_t tiles = (M + kRows - 1) / kRows, base = M / tiles, taller = M % tiles;
+      for (int64_t i = 0, m0 = 0; i < tiles; ++i) {
+        const int mr = static_cast<int>(base + (i < taller ? 1 : 0));
+        tile(m0, mr, n0, nv, tail, s0, ns, accumulate || s0 > 0, s0 + ns == steps);
+        m0 += mr;
+      }
+    }
+  }
+}
+
+template <typename T>
+void zero(T* C, int64_t M, int64_t N, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+}
 
 inline __m512i broadcast_word(const char* p) {
   int32_t v;
@@ -99,38 +136,81 @@ constexpr TileFn kTiles[kRows][kVectors] = {
     FUSED_LSTM_TILE_ROW(4), FUSED_LSTM_TILE_ROW(5), FUSED_LSTM_TILE_ROW(6)};
 #undef FUSED_LSTM_TILE_ROW
 
+// C[MR, 8 * NV] (+)= A[MR, K] @ B[K, 8 * NV], float64; the last vector of
+// columns is masked by `last`.
+template <int MR, int NV>
+void tile_f64(int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
+              int64_t ldc, bool accumulate, __mmask8 last) {
+  __m512d acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      acc[m][v] = accumulate ? _mm512_maskz_loadu_pd(v == NV - 1 ? last : 0xFF, C + m * ldc + 8 * v)
+                             : _mm512_setzero_pd();
+  for (int64_t k = 0; k < K; ++k) {
+    __m512d b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      b[v] = v == NV - 1 ? _mm512_maskz_loadu_pd(last, B + k * ldb + 8 * v)
+                         : _mm512_loadu_pd(B + k * ldb + 8 * v);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m512d a = _mm512_set1_pd(A[m * lda + k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[m][v] = _mm512_fmadd_pd(a, b[v], acc[m][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_pd(C + m * ldc + 8 * v, v == NV - 1 ? last : 0xFF, acc[m][v]);
+}
+
+using TileF64 = void (*)(int64_t, const double*, int64_t, const double*, int64_t, double*, int64_t,
+                         bool, __mmask8);
+
+#define FUSED_LSTM_TILE_ROW(MR) {&tile_f64<MR, 1>, &tile_f64<MR, 2>, &tile_f64<MR, 3>, &tile_f64<MR, 4>}
+constexpr TileF64 kTilesF64[kRows][kVectors] = {
+    FUSED_LSTM_TILE_ROW(1), FUSED_LSTM_TILE_ROW(2), FUSED_LSTM_TILE_ROW(3),
+    FUSED_LSTM_TILE_ROW(4), FUSED_LSTM_TILE_ROW(5), FUSED_LSTM_TILE_ROW(6)};
+#undef FUSED_LSTM_TILE_ROW
+
 }  // namespace
 
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const void* A, int64_t a_row, int64_t a_pair,
                const uint32_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate)
-      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+    if (!accumulate) zero(C, M, N, ldc);
     return;
   }
   const char* a = static_cast<const char*>(A);
-  const int64_t pairs = (K + 1) / 2;
-  for (int64_t p0 = 0; p0 < pairs; p0 += kPairBlock) {
-    const int64_t np = std::min(kPairBlock, pairs - p0);
-    const bool half_last = (K & 1) && p0 + np == pairs;
-    const bool acc = accumulate || p0 > 0;
-    for (int64_t n0 = 0; n0 < N; n0 += 16 * kVectors) {
-      const int64_t width = std::min<int64_t>(16 * kVectors, N - n0);
-      const int nv = static_cast<int>((width + 15) / 16);
-      const int64_t tail = width - 16 * (nv - 1);
-      const __mmask16 last = tail == 16 ? 0xFFFF : static_cast<__mmask16>((1u << tail) - 1);
-      // Rows in ceil(M / 6) tiles of near-equal height (32 rows: 6,6,5,5,5,5):
-      // a short last tile would load B for few rows.
-      const int64_t tiles = (M + kRows - 1) / kRows, base = M / tiles, taller = M % tiles;
-      for (int64_t i = 0, m0 = 0; i < tiles; ++i) {
-        const int mr = static_cast<int>(base + (i < taller ? 1 : 0));
-        kTiles[mr - 1][nv - 1](np, half_last, a + m0 * a_row + p0 * a_pair, a_row, a_pair,
-                               B + p0 * ldb + n0, ldb, C + m0 * ldc + n0, ldc, acc, last);
-        m0 += mr;
-      }
-    }
+  run_tiles(M, N, (K + 1) / 2, 16, accumulate,
+            [&](int64_t m0, int mr, int64_t n0, int nv, int64_t tail, int64_t p0, int64_t np,
+                bool acc, bool last_block) {
+              const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1);
+              kTiles[mr - 1][nv - 1](np, last_block && (K & 1), a + m0 * a_row + p0 * a_pair,
+                                     a_row, a_pair, B + p0 * ldb + n0, ldb, C + m0 * ldc + n0,
+                                     ldc, acc, last);
+            });
+}
+
+void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+              int64_t ldb, double* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate) zero(C, M, N, ldc);
+    return;
   }
+  run_tiles(M, N, K, 8, accumulate,
+            [&](int64_t m0, int mr, int64_t n0, int nv, int64_t tail, int64_t k0, int64_t nk,
+                bool acc, bool) {
+              const __mmask8 last = static_cast<__mmask8>((1u << tail) - 1);
+              kTilesF64[mr - 1][nv - 1](nk, A + m0 * lda + k0, lda, B + k0 * ldb + n0, ldb,
+                                        C + m0 * ldc + n0, ldc, acc, last);
+            });
 }
 
 void pack_row_pairs(const uint16_t* src, int64_t lds, int64_t R, int64_t N, uint32_t* dst,
@@ -167,6 +247,11 @@ void pack_row_pairs(const uint16_t* src, int64_t lds, int64_t R, int64_t N, uint
 #else  // no AVX512_BF16 kernels in this build
 
 bool bf16_gemm_supported() { return false; }
+bool f64_gemm_supported() { return false; }
+void gemm_f64(int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t, double*,
+              int64_t, bool) {
+  std::abort();  // unreachable: f64_gemm_supported() is false
+}
 void gemm_bf16(int64_t, int64_t, int64_t, const void*, int64_t, int64_t, const uint32_t*, int64_t,
                float*, int64_t, bool) {
   std::abort();  // unreachable: bf16_gemm_supported() is false

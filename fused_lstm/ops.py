@@ -58,6 +58,10 @@ if _extension.extension_loaded():
     def _setup_context(ctx, inputs, output):
         x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_backward = inputs
         y, _, _, gates, cells = output
+        # Outputs without a gradient (always gates and cells, the buffers saved
+        # for backward) reach _backward as None instead of as zeros of their
+        # size (T x B x 4H for gates: the largest tensor of a training step).
+        ctx.set_materialize_grads(False)
         ctx.reverse = reverse
         ctx.need_backward = need_backward
         ctx.has_bias = b_ih is not None
@@ -117,6 +121,7 @@ if _extension.extension_loaded():
 
     def _bidirectional_setup_context(ctx, inputs, output):
         ctx.need_backward = inputs[-1]
+        ctx.set_materialize_grads(False)  # as in _setup_context
         ctx.optional = [t is not None for t in inputs[4:14]]
         _, _, _, gates, cells, gates_r, cells_r = output
         ctx.save_for_backward(*inputs[:14], output[0], gates, cells, gates_r, cells_r)

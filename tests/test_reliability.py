@@ -405,3 +405,21 @@ def test_without_the_compiled_extension_warns_once_and_falls_back():
             assert "undefined symbol" in message, message
         assert r["n_compared"] == 3 + 1 + 20, name
         assert r["max_rel_err"] <= 1e-9, f"{name}: fallback differs from nn.LSTM"
+
+
+@pytest.mark.parametrize("config", ["float64", "digits-rows"])
+def test_training_step_memory_not_above_nn_lstm(config):
+    """Peak tensor memory of one training step (bench's measure, deterministic):
+    FusedLSTM's saved buffers and backward workspaces stay under nn.LSTM's.
+    Gradients of the saved gates/cells outputs must not be materialised as
+    zeros (that alone put float64 at 23 MiB against nn.LSTM's 19)."""
+    from fused_lstm import bench
+
+    case = bench.build(bench.CONFIGS[config], "cpu")
+    peaks = {}
+    for impl in bench.IMPLS:
+        step = bench.make_step(case, impl, "training")
+        step()
+        peaks[impl] = bench.peak_step_memory(step, "cpu")
+    ref_impl, fused_impl = bench.IMPLS
+    assert 0 < peaks[fused_impl] <= peaks[ref_impl], peaks

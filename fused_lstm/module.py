@@ -275,7 +275,12 @@ class FusedLSTM(nn.Module):
         h_n: List[Tensor] = []
         c_n: List[Tensor] = []
         layer_input = x
-        both_at_once = directions == 2 and bidirectional_op_available(x.device.type)
+        # Both directions in one op (a core each) pays in training, where each
+        # direction's backward is long; in inference the two-thread time loop of
+        # one direction at a time was faster (sentiment: 19.2 vs 20.6 ms).
+        both_at_once = (directions == 2 and bidirectional_op_available(x.device.type)
+                        and torch.is_grad_enabled()
+                        and any(t.requires_grad for t in (x, h0_all, c0_all, *self.parameters())))
         for layer in range(self.num_layers):
             ks = [layer * directions + d for d in range(directions)]
             if both_at_once:

@@ -2,6 +2,7 @@
 
 #include "vector_kernels.h"
 
+#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
@@ -18,30 +19,47 @@ void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
 // In the blocked order, gate `gate` of chunk c covers natural rows
 // [gate * H + u0, gate * H + u0 + w): each (chunk, gate) block is a plain
 // transpose of w contiguous rows.
+// The weight transposes run once per call, and at batch 1 they took 11% of a
+// forward call on one thread; from this many elements the chunks are shared
+// out to the threads (T=50 B=1 I=H=128, interleaved in one process: forward
+// op 129 -> 115 us, backward 204 -> 196 us).
+constexpr int64_t kMinParallelTransposeElements = 32 * 1024;
+
+// Runs body(c) for every gate chunk c of H, on several threads when the
+// 4H x K transpose is big enough.
+template <typename Body>
+void for_each_chunk(int64_t H, int64_t K, const Body& body) {
+  const int64_t chunks = chunk_count(H);
+  const int64_t grain = 4 * H * K >= kMinParallelTransposeElements ? 1 : chunks;
+  at::parallel_for(0, chunks, grain, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) body(c);
+  });
+}
+
 template <typename T>
 void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
   const auto& kernels = vector_kernels<T>();
   const int64_t G = 4 * H;
-  for (int64_t c = 0; c < chunk_count(H); ++c) {
+  for_each_chunk(H, K, [&](int64_t c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
     for (int64_t gate = 0; gate < 4; ++gate) {
       kernels.transpose(w + (gate * H + u0) * K, K, out + blocked_gate_column(H, gate, u0), G,
                         width, K);
     }
-  }
+  });
 }
 
 template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
   const auto& kernels = vector_kernels<T>();
   const int64_t G = 4 * H;
-  for (int64_t c = 0; c < chunk_count(H); ++c) {
+  for_each_chunk(H, K, [&](int64_t c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
     for (int64_t gate = 0; gate < 4; ++gate) {
       kernels.transpose(g + blocked_gate_column(H, gate, u0), G, out + (gate * H + u0) * K, K, K,
                         width);
     }
-  }
+  });
 }
 
 #define FUSED_LSTM_INSTANTIATE(T)                                                          \

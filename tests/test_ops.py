@@ -58,18 +58,25 @@ def test_gradcheck_op(case, reverse):
     assert gradcheck_op(OPS.lstm_layer_forward, args, reverse, True)
 
 
+# bfloat16 takes its own CPU route (bfloat16 GEMM operands) where the CPU has
+# AVX512_BF16; its saved buffers must still match the fake kernels.
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "bf16"])
 @pytest.mark.parametrize("need_backward", [False, True])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
-def test_opcheck_forward(case, reverse, need_backward):
-    args = layer_args(dtype=torch.float32, **case)
+def test_opcheck_forward(case, reverse, need_backward, dtype):
+    args = layer_args(dtype=dtype, **case)
     torch.library.opcheck(OPS.lstm_layer_forward, (*args, reverse, need_backward))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "bf16"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
-def test_opcheck_backward(case, reverse):
-    args = layer_args(dtype=torch.float32, requires_grad=False, **case)
+def test_opcheck_backward(case, reverse, dtype):
+    args = layer_args(dtype=dtype, requires_grad=False, **case)
     y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, reverse, True)
     grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
     torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, gates, cells, reverse))

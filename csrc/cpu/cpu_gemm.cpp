@@ -1,5 +1,6 @@
 #include "cpu_gemm.h"
 
+#include "gate_layout.h"
 #include "vector_kernels.h"
 
 #include <ATen/ATen.h>
@@ -126,6 +127,24 @@ void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda
     }
   } else {
     blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  }
+}
+
+void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* panels, float* C, int64_t ldc, bool accumulate) {
+  if (!use_brgemm || M <= 1 || K <= 0) {
+    for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
+      gemm_nn<float>(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * K, kPanelWidth,
+                     C + n0, ldc, accumulate);
+    return;
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth) {
+    const float* panel = panels + n0 * K;
+    for (int64_t k0 = 0; k0 < K; k0 += kBrgemmK) {
+      at::native::cpublas::brgemm(M, std::min(kPanelWidth, N - n0), std::min(kBrgemmK, K - k0),
+                                  lda, kPanelWidth, ldc, accumulate || k0 > 0, A + k0,
+                                  panel + k0 * kPanelWidth, C + n0, false);
+    }
   }
 }
 

@@ -50,6 +50,18 @@ void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
 }
 
 template <typename T>
+void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out) {
+  const auto& kernels = vector_kernels<T>();
+  for_each_chunk(H, K, [&](int64_t c) {
+    const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
+    T* panel = out + c * K * kPanelWidth;
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      kernels.transpose(w + (gate * H + u0) * K, K, panel + gate * width, kPanelWidth, width, K);
+    }
+  });
+}
+
+template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
   const auto& kernels = vector_kernels<T>();
   const int64_t G = 4 * H;
@@ -65,6 +77,7 @@ void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
 #define FUSED_LSTM_INSTANTIATE(T)                                                          \
   template void gate_rows_to_blocked<T>(const T*, int64_t, int64_t, T*);                   \
   template void gate_rows_to_blocked_transposed<T>(const T*, int64_t, int64_t, T*);        \
+  template void gate_rows_to_panels<T>(const T*, int64_t, int64_t, T*);                    \
   template void blocked_transposed_to_gate_rows<T>(const T*, int64_t, int64_t, T*);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)

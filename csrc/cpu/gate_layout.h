@@ -42,6 +42,14 @@ void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out);
 template <typename T>
 void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out);
 
+// w: [4H, K] natural rows  ->  out: [chunk_count(H), K, kPanelWidth]: w^T in
+// blocked columns, each chunk's 4 x 32 columns a contiguous panel (row stride
+// kPanelWidth; a narrower last chunk leaves its panel's tail unused). Column
+// col of w^T, in chunk col / kPanelWidth, starts at out + col * K.
+constexpr int64_t kPanelWidth = 4 * kGateChunk;
+template <typename T>
+void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out);
+
 // g: [K, 4H] blocked columns  ->  out: [4H, K] natural rows (g^T, reordered).
 template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out);

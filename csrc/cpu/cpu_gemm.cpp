@@ -130,22 +130,27 @@ void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda
   }
 }
 
-void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* panels, float* C, int64_t ldc, bool accumulate) {
-  if (!use_brgemm || M <= 1 || K <= 0) {
-    for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
-      gemm_nn<float>(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * K, kPanelWidth,
-                     C + n0, ldc, accumulate);
-    return;
-  }
-  for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth) {
-    const float* panel = panels + n0 * K;
-    for (int64_t k0 = 0; k0 < K; k0 += kBrgemmK) {
-      at::native::cpublas::brgemm(M, std::min(kPanelWidth, N - n0), std::min(kBrgemmK, K - k0),
-                                  lda, kPanelWidth, ldc, accumulate || k0 > 0, A + k0,
-                                  panel + k0 * kPanelWidth, C + n0, false);
+template <typename In>
+void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* panels,
+                    Acc<In>* C, int64_t ldc, bool accumulate) {
+  const int64_t column = kColumnStride<In> * panel_rows<In>(K);  // elements per column
+  if constexpr (std::is_same_v<In, float>) {
+    if (use_brgemm && M > 1 && K > 0) {
+      for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth) {
+        const float* panel = panels + n0 * column;
+        for (int64_t k0 = 0; k0 < K; k0 += kBrgemmK) {
+          at::native::cpublas::brgemm(M, std::min(kPanelWidth, N - n0),
+                                      std::min(kBrgemmK, K - k0), lda, kPanelWidth, ldc,
+                                      accumulate || k0 > 0, A + k0, panel + k0 * kPanelWidth,
+                                      C + n0, false);
+        }
+      }
+      return;
     }
   }
+  for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
+    gemm_nn<In>(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * column, kPanelWidth,
+                C + n0, ldc, accumulate);
 }
 
 template <>
@@ -267,7 +272,9 @@ void parallel_gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10:
 
 #define FUSED_LSTM_INSTANTIATE(In)                                                           \
   template void parallel_gemm_nn<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*, \
-                                     int64_t, Acc<In>*, int64_t, bool);
+                                     int64_t, Acc<In>*, int64_t, bool);                        \
+  template void gemm_nn_panels<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*,   \
+                                   Acc<In>*, int64_t, bool);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 FUSED_LSTM_INSTANTIATE(c10::BFloat16)

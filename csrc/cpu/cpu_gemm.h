@@ -42,12 +42,20 @@ template <typename In>
 void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* B,
                       int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate);
 
-// C[M, N] (+)= A[M, K] @ B[K, N], float, one thread, with B in panels of
-// kPanelWidth columns (gate_layout.h: panel j, columns [128 j, 128 j + 128), is
-// a contiguous [K, 128] block). A panel streams from memory as one run, where
-// the rows of a plain B sit 4H floats apart.
-void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* panels, float* C, int64_t ldc, bool accumulate);
+// Rows of a weight panel (below): K, or K's pairs for pair-packed bfloat16.
+template <typename In>
+constexpr int64_t panel_rows(int64_t K) {
+  return std::is_same_v<In, c10::BFloat16> ? (K + 1) / 2 : K;
+}
+
+// C[M, N] (+)= A[M, K] @ B[K, N], one thread, with B in panels of kPanelWidth
+// columns (gate_layout.h): panel j, columns [128 j, 128 j + 128), is a
+// contiguous [panel_rows(K), 128] block (of pair words for bfloat16), so column
+// n of B starts n * panel_rows(K) * kColumnStride elements in. A panel streams
+// from memory as one run, where the rows of a plain B sit 4H elements apart.
+template <typename In>
+void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* panels,
+                    Acc<In>* C, int64_t ldc, bool accumulate);
 
 // A and B plain row-major for every type (bfloat16 too).
 template <typename In>

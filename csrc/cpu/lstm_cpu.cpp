@@ -101,25 +101,35 @@ Tensor rows_operand(const Tensor& w, int64_t H) {
   }
 }
 
-// Whether the forward loop's float32 weights go in panels (gate_layout.h). A
-// plain w^T is 4H floats per row, so the block of it a thread multiplies is
-// many short runs 4H apart; a panel streams as one run. Timed interleaved in
-// one process, forward op: T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32
-// I=H=256 5.27 -> 4.67 ms, T=28 B=64 I=28 H=64 0.33 -> 0.31 ms, same results
-// bit for bit. w_ih only when the input projection runs in the loop (the
-// whole-sequence GEMM before it takes plain w_ih^T).
-template <typename In>
-bool weights_in_panels(bool per_step) {
-  return std::is_same_v<In, float> && per_step;
-}
+// The forward loop's weights go in panels (gate_layout.h): a plain w^T has 4H
+// elements per row, so the block of it a thread multiplies each step is many
+// short runs 4H apart; a panel streams as one run. Timed interleaved in one
+// process, forward op: float32 T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32
+// I=H=256 5.27 -> 4.67 ms, T=28 B=64 I=28 H=64 0.33 -> 0.31 ms; bfloat16
+// T=50 B=32 I=H=256 2.81 -> 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms;
+// same results bit for bit. w_ih only when the input projection runs in the
+// loop (the whole-sequence GEMM before it takes plain w_ih^T).
 
-// w: [4H, K] natural rows -> w^T in panels of 128 blocked columns (float).
+// w: [4H, K] natural rows -> w^T in panels of 128 blocked columns
+// (gate_layout.h); bfloat16: of pair words, [chunks, ceil(K/2), 128] words.
+template <typename In>
 Tensor panel_operand(const Tensor& w, int64_t H) {
-  const Tensor src = as_compute(w, at::kFloat);
   const int64_t K = w.size(1);
-  Tensor out = at::empty({chunk_count(H), K, kPanelWidth}, src.options());
-  gate_rows_to_panels<float>(src.data_ptr<float>(), H, K, out.data_ptr<float>());
-  return out;
+  if constexpr (std::is_same_v<In, c10::BFloat16>) {
+    // As in transposed_operand: the transpose of w read as 32-bit words.
+    const Tensor src = K % 2 ? at::constant_pad_nd(w.to(at::kBFloat16), {0, 1})
+                             : as_compute(w, at::kBFloat16);
+    const int64_t pairs = (K + 1) / 2;
+    Tensor out = at::empty({chunk_count(H), pairs, 2 * kPanelWidth}, src.options());
+    gate_rows_to_panels<float>(reinterpret_cast<const float*>(src.data_ptr()), H, pairs,
+                               reinterpret_cast<float*>(out.data_ptr()));
+    return out;
+  } else {
+    const Tensor src = as_compute(w, c10::CppTypeToScalarType<In>::value);
+    Tensor out = at::empty({chunk_count(H), K, kPanelWidth}, src.options());
+    gate_rows_to_panels<In>(src.data_ptr<In>(), H, K, out.data_ptr<In>());
+    return out;
+  }
 }
 
 template <typename In>
@@ -139,13 +149,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   // inference needs a gate buffer one step long. At small batch one GEMM over
   // all steps is faster.
   const bool input_per_step = a.B >= kMinRowsForStepInput;
-  const bool w_ih_panels = weights_in_panels<In>(input_per_step);
-  const bool w_hh_panels = weights_in_panels<In>(true);
-  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns (or in panels)
+  const bool w_ih_panels = input_per_step;
+  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns; w_hh^T in panels, w_ih^T too
+  // when the loop uses it
   const Tensor w_ih_t =
-      w_ih_panels ? panel_operand(w_ih, a.H) : transposed_operand<In>(w_ih, a.H);
-  const Tensor w_hh_t =
-      w_hh_panels ? panel_operand(w_hh, a.H) : transposed_operand<In>(w_hh, a.H);
+      w_ih_panels ? panel_operand<In>(w_ih, a.H) : transposed_operand<In>(w_ih, a.H);
+  const Tensor w_hh_t = panel_operand<In>(w_hh, a.H);
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, it);
@@ -176,7 +185,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
                     w_ih_t.data_ptr<In>(),
                     w_hh_t.data_ptr<In>(),
                     w_ih_panels,
-                    w_hh_panels,
                     ptr_or_null<T>(w_hr_t),
                     ptr_or_null<T>(bias),
                     h0_c.data_ptr<In>(),

@@ -84,13 +84,12 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& 
     // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows).
     const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W,
                                  bool in_panels, T* C, bool accumulate) {
-      if constexpr (std::is_same_v<In, float>) {
-        if (in_panels) {
-          gemm_nn_panels(m, s.g1 - s.g0, K, A, lda, W + s.g0 * K, C + s.g0, G, accumulate);
-          return;
-        }
+      if (in_panels) {
+        gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0,
+                           C + s.g0, G, accumulate);
+      } else {
+        gemm_nn<In>(m, s.g1 - s.g0, K, A, lda, W + cs * s.g0, G, C + s.g0, G, accumulate);
       }
-      gemm_nn<In>(m, s.g1 - s.g0, K, A, lda, W + cs * s.g0, G, C + s.g0, G, accumulate);
     };
     for (int64_t k = 0; k < a.T; ++k) {
       const int64_t t = step_time(a, reverse, k);
@@ -106,9 +105,9 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& 
       const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
       if (from_prev > 0) {
         const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
-        weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, f.w_hh_panels, gates, true);
+        weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, true, gates, true);
       }
-      weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t, f.w_hh_panels,
+      weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t, true,
                   gates + from_prev * G, true);
       for (int64_t c = s.c0; c < s.c1; ++c) {
         const int64_t u = c * kGateChunk, w = chunk_width(H, c);

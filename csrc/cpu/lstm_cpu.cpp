@@ -109,7 +109,7 @@ Tensor rows_operand(const Tensor& w, int64_t H) {
 // T=50 B=32 I=H=256 2.81 -> 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms;
 // same results bit for bit. w_ih only when the input projection runs in the
 // loop (the whole-sequence GEMM before it takes plain w_ih^T).
-
+//
 // w: [4H, K] natural rows -> w^T in panels of 128 blocked columns
 // (gate_layout.h); bfloat16: of pair words, [chunks, ceil(K/2), 128] words.
 template <typename In>
@@ -150,8 +150,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   // all steps is faster.
   const bool input_per_step = a.B >= kMinRowsForStepInput;
   const bool w_ih_panels = input_per_step;
-  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns; w_hh^T in panels, w_ih^T too
-  // when the loop uses it
+  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns; w_hh^T in panels, w_ih^T
+  // too when the loop uses it
   const Tensor w_ih_t =
       w_ih_panels ? panel_operand<In>(w_ih, a.H) : transposed_operand<In>(w_ih, a.H);
   const Tensor w_hh_t = panel_operand<In>(w_hh, a.H);

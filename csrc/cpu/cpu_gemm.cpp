@@ -142,21 +142,8 @@ void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda
 template <typename In>
 void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* panels,
                     Acc<In>* C, int64_t ldc, bool accumulate) {
+  // Each panel is an ordinary B of kPanelWidth columns with ldb = kPanelWidth.
   const int64_t column = kColumnStride<In> * panel_rows<In>(K);  // elements per column
-  if constexpr (std::is_same_v<In, float>) {
-    if (use_brgemm && M > 1 && K > 0) {
-      for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth) {
-        const float* panel = panels + n0 * column;
-        for (int64_t k0 = 0; k0 < K; k0 += kBrgemmK) {
-          at::native::cpublas::brgemm(M, std::min(kPanelWidth, N - n0),
-                                      std::min(kBrgemmK, K - k0), lda, kPanelWidth, ldc,
-                                      accumulate || k0 > 0, A + k0, panel + k0 * kPanelWidth,
-                                      C + n0, false);
-        }
-      }
-      return;
-    }
-  }
   for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
     gemm_nn<In>(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * column, kPanelWidth,
                 C + n0, ldc, accumulate);
@@ -294,9 +281,5 @@ template void parallel_gemm_tn<float>(int64_t, int64_t, int64_t, const float*, i
                                       const float*, int64_t, float*, int64_t, bool);
 template void parallel_gemm_tn<double>(int64_t, int64_t, int64_t, const double*, int64_t,
                                        const double*, int64_t, double*, int64_t, bool);
-
-const char* gemm_backend() {
-  return use_own_f64 ? "brgemm+own-f64" : use_brgemm ? "brgemm+blas" : "blas";
-}
 
 }  // namespace fused_lstm::cpu

@@ -62,7 +62,4 @@ template <typename In>
 void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda, const In* B,
                       int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate);
 
-// Which GEMM routes are in use, for diagnostics ("brgemm+blas", ...).
-const char* gemm_backend();
-
 }  // namespace fused_lstm::cpu

@@ -50,11 +50,20 @@ inline Vectorized<float> vec_tanh<float>(const Vectorized<float>& a) {
   return V::blendv(signed_big, small, ax < V(0.0625f));
 }
 
-// Stores the first n lanes of v at dst, rounded to bfloat16 (nearest even).
-inline void store_bf16(const Vectorized<float>& v, c10::BFloat16* dst, int64_t n) {
-  float tmp[Vectorized<float>::size()];
-  v.store(tmp, n);
-  at::vec::convert(tmp, dst, n);
+// Stores the first n lanes of v at dst + j, or, when dst16 is set (float
+// only), at dst16 + j rounded to bfloat16 (nearest even).
+template <typename T>
+inline void store_or_bf16(const Vectorized<T>& v, T* dst, c10::BFloat16* dst16, int64_t j,
+                          int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (dst16) {
+      float tmp[Vectorized<float>::size()];
+      v.store(tmp, n);
+      at::vec::convert(tmp, dst16 + j, n);
+      return;
+    }
+  }
+  v.store(dst + j, n);
 }
 
 template <typename T>
@@ -88,12 +97,7 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
       const V h_new = lstm_hidden(o, vec_tanh(c_new));
       c_new.store(c + j, n);
       if (c_out) c_new.store(c_out + j, n);
-      if constexpr (std::is_same_v<T, float>) {
-        if (h16) store_bf16(h_new, h16 + j, n);
-        else h_new.store(h + j, n);
-      } else {
-        h_new.store(h + j, n);
-      }
+      store_or_bf16(h_new, h, h16, j, n);
       if (s.save_gates) {
         i.store(gi + j, n);
         f.store(gf + j, n);
@@ -125,20 +129,10 @@ void backward_step(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0
       lstm_gate_grads(V::loadu(ai + j, n), V::loadu(ai + H + j, n), V::loadu(ai + 2 * H + j, n),
                       V::loadu(ai + 3 * H + j, n), V::loadu(c_prev + j, n), vec_tanh(V::loadu(c + j, n)),
                       dh_total, V::loadu(dc + j, n), d_ai, d_af, d_ag, d_ao, dc_prev);
-      if constexpr (std::is_same_v<T, float>) {
-        if (dg16) {
-          store_bf16(d_ai, dg16 + j, n);
-          store_bf16(d_af, dg16 + H + j, n);
-          store_bf16(d_ag, dg16 + 2 * H + j, n);
-          store_bf16(d_ao, dg16 + 3 * H + j, n);
-          dc_prev.store(dc + j, n);
-          continue;
-        }
-      }
-      d_ai.store(dgi + j, n);
-      d_af.store(dgi + H + j, n);
-      d_ag.store(dgi + 2 * H + j, n);
-      d_ao.store(dgi + 3 * H + j, n);
+      store_or_bf16(d_ai, dgi, dg16, j, n);
+      store_or_bf16(d_af, dgi, dg16, H + j, n);
+      store_or_bf16(d_ag, dgi, dg16, 2 * H + j, n);
+      store_or_bf16(d_ao, dgi, dg16, 3 * H + j, n);
       dc_prev.store(dc + j, n);
     }
   }

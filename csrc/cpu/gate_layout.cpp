@@ -16,9 +16,6 @@ void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
     std::memcpy(out + col * K, w + natural_gate_row(H, col) * K, sizeof(T) * K);
 }
 
-// In the blocked order, gate `gate` of chunk c covers natural rows
-// [gate * H + u0, gate * H + u0 + w): each (chunk, gate) block is a plain
-// transpose of w contiguous rows.
 // The weight transposes run once per call, and at batch 1 they took 11% of a
 // forward call on one thread; from this many elements the chunks are shared
 // out to the threads (T=50 B=1 I=H=128, interleaved in one process: forward
@@ -36,29 +33,33 @@ void for_each_chunk(int64_t H, int64_t K, const Body& body) {
   });
 }
 
+// w: [4H, K] natural rows -> w^T in blocked columns, chunk c's columns starting
+// at out + c * chunk_stride with row stride ld. In the blocked order, gate
+// `gate` of chunk c covers natural rows [gate * H + u0, gate * H + u0 + w) and
+// sits gate * w columns into the chunk: each (chunk, gate) block is a plain
+// transpose of w contiguous rows.
 template <typename T>
-void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
+void transpose_into_chunks(const T* w, int64_t H, int64_t K, T* out, int64_t chunk_stride,
+                           int64_t ld) {
   const auto& kernels = vector_kernels<T>();
-  const int64_t G = 4 * H;
   for_each_chunk(H, K, [&](int64_t c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
     for (int64_t gate = 0; gate < 4; ++gate) {
-      kernels.transpose(w + (gate * H + u0) * K, K, out + blocked_gate_column(H, gate, u0), G,
+      kernels.transpose(w + (gate * H + u0) * K, K, out + c * chunk_stride + gate * width, ld,
                         width, K);
     }
   });
 }
 
 template <typename T>
+void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
+  // Chunk c's columns start at blocked column 4 * kGateChunk * c = kPanelWidth * c.
+  transpose_into_chunks(w, H, K, out, kPanelWidth, 4 * H);
+}
+
+template <typename T>
 void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out) {
-  const auto& kernels = vector_kernels<T>();
-  for_each_chunk(H, K, [&](int64_t c) {
-    const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
-    T* panel = out + c * K * kPanelWidth;
-    for (int64_t gate = 0; gate < 4; ++gate) {
-      kernels.transpose(w + (gate * H + u0) * K, K, panel + gate * width, kPanelWidth, width, K);
-    }
-  });
+  transpose_into_chunks(w, H, K, out, K * kPanelWidth, kPanelWidth);
 }
 
 template <typename T>

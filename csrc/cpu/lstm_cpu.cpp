@@ -60,29 +60,6 @@ bool bfloat16_route(at::ScalarType dt, const LayerArgs& a) {
   return dt == at::kBFloat16 && !a.has_proj && bf16_gemm_supported();
 }
 
-// w: [4H, K] natural rows -> w^T: [K, 4H] in blocked columns, the B operand of
-// x @ w^T. bfloat16: pair-packed, [ceil(K/2), 4H] words.
-template <typename In>
-Tensor transposed_operand(const Tensor& w, int64_t H) {
-  const int64_t K = w.size(1), G = 4 * H;
-  if constexpr (std::is_same_v<In, c10::BFloat16>) {
-    // A word holds two neighbours of a row of w, so the packed w^T is the
-    // transpose of w read as 32-bit words (w padded to an even width).
-    const Tensor src = K % 2 ? at::constant_pad_nd(w.to(at::kBFloat16), {0, 1})
-                             : as_compute(w, at::kBFloat16);
-    const int64_t pairs = (K + 1) / 2;
-    Tensor out = at::empty({pairs, 2 * G}, src.options());
-    gate_rows_to_blocked_transposed<float>(reinterpret_cast<const float*>(src.data_ptr()), H,
-                                           pairs, reinterpret_cast<float*>(out.data_ptr()));
-    return out;
-  } else {
-    const Tensor src = as_compute(w, c10::CppTypeToScalarType<In>::value);
-    Tensor out = at::empty({K, G}, src.options());
-    gate_rows_to_blocked_transposed<In>(src.data_ptr<In>(), H, K, out.data_ptr<In>());
-    return out;
-  }
-}
-
 // w: [4H, K] natural rows -> [4H, K] blocked rows, the B operand of
 // dgates @ w. bfloat16: pair-packed, [2H, K] words.
 template <typename In>
@@ -101,35 +78,38 @@ Tensor rows_operand(const Tensor& w, int64_t H) {
   }
 }
 
-// The forward loop's weights go in panels (gate_layout.h): a plain w^T has 4H
-// elements per row, so the block of it a thread multiplies each step is many
-// short runs 4H apart; a panel streams as one run. Timed interleaved in one
-// process, forward op: float32 T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32
-// I=H=256 5.27 -> 4.67 ms, T=28 B=64 I=28 H=64 0.33 -> 0.31 ms; bfloat16
-// T=50 B=32 I=H=256 2.81 -> 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms;
-// same results bit for bit. w_ih only when the input projection runs in the
-// loop (the whole-sequence GEMM before it takes plain w_ih^T).
+// w: [4H, K] natural rows -> w^T: [K, 4H] in blocked columns, the B operand of
+// x @ w^T; with `panels`, stored as one [K, 128] panel per gate chunk
+// (gate_layout.h). bfloat16: pair-packed, K rows become ceil(K/2) rows of
+// words; a word holds two neighbours of a row of w, so this is the transpose
+// of w read as 32-bit words (w padded to an even width), moved bit for bit.
 //
-// w: [4H, K] natural rows -> w^T in panels of 128 blocked columns
-// (gate_layout.h); bfloat16: of pair words, [chunks, ceil(K/2), 128] words.
+// The forward loop's weights go in panels: a plain w^T has 4H elements per
+// row, so the block of it a thread multiplies each step is many short runs 4H
+// apart; a panel streams as one run. Timed interleaved in one process, forward
+// op: float32 T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32 I=H=256 5.27 ->
+// 4.67 ms, T=28 B=64 I=28 H=64 0.33 -> 0.31 ms; bfloat16 T=50 B=32 I=H=256
+// 2.81 -> 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms; same results bit
+// for bit. w_ih only when the input projection runs in the loop (the
+// whole-sequence GEMM before it takes plain w_ih^T).
 template <typename In>
-Tensor panel_operand(const Tensor& w, int64_t H) {
-  const int64_t K = w.size(1);
-  if constexpr (std::is_same_v<In, c10::BFloat16>) {
-    // As in transposed_operand: the transpose of w read as 32-bit words.
-    const Tensor src = K % 2 ? at::constant_pad_nd(w.to(at::kBFloat16), {0, 1})
-                             : as_compute(w, at::kBFloat16);
-    const int64_t pairs = (K + 1) / 2;
-    Tensor out = at::empty({chunk_count(H), pairs, 2 * kPanelWidth}, src.options());
-    gate_rows_to_panels<float>(reinterpret_cast<const float*>(src.data_ptr()), H, pairs,
-                               reinterpret_cast<float*>(out.data_ptr()));
-    return out;
+Tensor transposed_operand(const Tensor& w, int64_t H, bool panels) {
+  constexpr bool pairs = std::is_same_v<In, c10::BFloat16>;
+  using Word = std::conditional_t<pairs, float, In>;  // the unit moved
+  const int64_t K = w.size(1), rows = panel_rows<In>(K);
+  const auto it = c10::CppTypeToScalarType<In>::value;
+  const Tensor src = pairs && K % 2 ? at::constant_pad_nd(w.to(it), {0, 1}) : as_compute(w, it);
+  const int64_t width = kColumnStride<In> * (panels ? kPanelWidth : 4 * H);
+  Tensor out = panels ? at::empty({chunk_count(H), rows, width}, src.options())
+                      : at::empty({rows, width}, src.options());
+  const Word* from = reinterpret_cast<const Word*>(src.data_ptr());
+  Word* to = reinterpret_cast<Word*>(out.data_ptr());
+  if (panels) {
+    gate_rows_to_panels<Word>(from, H, rows, to);
   } else {
-    const Tensor src = as_compute(w, c10::CppTypeToScalarType<In>::value);
-    Tensor out = at::empty({chunk_count(H), K, kPanelWidth}, src.options());
-    gate_rows_to_panels<In>(src.data_ptr<In>(), H, K, out.data_ptr<In>());
-    return out;
+    gate_rows_to_blocked_transposed<Word>(from, H, rows, to);
   }
+  return out;
 }
 
 template <typename In>
@@ -152,9 +132,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   const bool w_ih_panels = input_per_step;
   // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns; w_hh^T in panels, w_ih^T
   // too when the loop uses it
-  const Tensor w_ih_t =
-      w_ih_panels ? panel_operand<In>(w_ih, a.H) : transposed_operand<In>(w_ih, a.H);
-  const Tensor w_hh_t = panel_operand<In>(w_hh, a.H);
+  const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H, w_ih_panels);
+  const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H, true);
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, it);

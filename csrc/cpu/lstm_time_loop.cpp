@@ -150,6 +150,19 @@ void run_on_row_ranges(const LayerArgs& a, int64_t P, const Body& body) {
   }
 }
 
+// A time loop on the threads: rows(sub, b0) on each thread's batch rows where
+// row_split_threads allows, else team(p, P, barrier) on the threads_for team.
+template <typename RowBody, typename TeamBody>
+void run_time_loop(const LayerArgs& a, int64_t min_macs, int64_t operand_bytes,
+                   const RowBody& rows, const TeamBody& team) {
+  const int64_t P = row_split_threads(a, min_macs, operand_bytes);
+  if (P > 1) {
+    run_on_row_ranges(a, P, rows);
+  } else {
+    run_team(threads_for(a, min_macs), team);
+  }
+}
+
 template <typename In, typename Barrier>
 void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, int64_t p,
                    int64_t P, const Barrier& barrier) {
@@ -221,22 +234,19 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
 
 template <typename In>
 void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f) {
-  const int64_t P = row_split_threads(a, kMinParallelForwardStepMacs, sizeof(In));
-  if (P > 1) {
-    run_on_row_ranges(a, P, [&](const LayerArgs& sub, int64_t b0) {
-      ForwardLoop<In> g = f;
-      g.h0 += b0 * a.Hout;
-      g.c += b0 * a.H;
-      if (g.h_raw) g.h_raw += b0 * a.H;
-      if (!g.gates_all_steps) g.gates += b0 * 4 * a.H;
-      forward_steps(sub, reverse, g, 0, 1, [] {});
-    });
-    return;
-  }
-  run_team(threads_for(a, kMinParallelForwardStepMacs), [&](int64_t p, int64_t P,
-                                                            const auto& barrier) {
-    forward_steps(a, reverse, f, p, P, barrier);
-  });
+  run_time_loop(
+      a, kMinParallelForwardStepMacs, sizeof(In),
+      [&](const LayerArgs& sub, int64_t b0) {
+        ForwardLoop<In> g = f;  // the [B, .] buffers from this thread's first row
+        g.h0 += b0 * a.Hout;
+        g.c += b0 * a.H;
+        if (g.h_raw) g.h_raw += b0 * a.H;
+        if (!g.gates_all_steps) g.gates += b0 * 4 * a.H;
+        forward_steps(sub, reverse, g, 0, 1, [] {});
+      },
+      [&](int64_t p, int64_t P, const auto& barrier) {
+        forward_steps(a, reverse, f, p, P, barrier);
+      });
 }
 
 namespace {
@@ -316,22 +326,19 @@ void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
 template <typename In>
 void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                         int64_t k_begin, int64_t k_end) {
-  const int64_t P = row_split_threads(a, kMinParallelBackwardStepMacs, sizeof(In));
-  if (P > 1) {
-    run_on_row_ranges(a, P, [&](const LayerArgs& sub, int64_t b0) {
-      BackwardLoop<In> g = b;
-      g.c0 += b0 * a.H;
-      g.dh += b0 * a.Hout;
-      g.dc += b0 * a.H;
-      if (g.dh_raw) g.dh_raw += b0 * a.H;
-      backward_steps(sub, reverse, g, k_begin, k_end, 0, 1, [] {});
-    });
-    return;
-  }
-  run_team(threads_for(a, kMinParallelBackwardStepMacs), [&](int64_t p, int64_t P,
-                                                             const auto& barrier) {
-    backward_steps(a, reverse, b, k_begin, k_end, p, P, barrier);
-  });
+  run_time_loop(
+      a, kMinParallelBackwardStepMacs, sizeof(In),
+      [&](const LayerArgs& sub, int64_t b0) {
+        BackwardLoop<In> g = b;  // the [B, .] buffers from this thread's first row
+        g.c0 += b0 * a.H;
+        g.dh += b0 * a.Hout;
+        g.dc += b0 * a.H;
+        if (g.dh_raw) g.dh_raw += b0 * a.H;
+        backward_steps(sub, reverse, g, k_begin, k_end, 0, 1, [] {});
+      },
+      [&](int64_t p, int64_t P, const auto& barrier) {
+        backward_steps(a, reverse, b, k_begin, k_end, p, P, barrier);
+      });
 }
 
 template <typename T>

@@ -57,16 +57,16 @@ int64_t threads_for(const LayerArgs& a, int64_t min_macs) {
   return threads;
 }
 
-// A barrier for the few threads of one time loop, met every step: a counter
-// and a sense flag on cache lines of their own, spun on with pause (yielding
-// after a while, should a thread have lost its core). Against OpenMP's
-// barrier, timed interleaved in one process: B = 1 forward -4%, training -2%.
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(_M_X64)
   _mm_pause();
 #endif
 }
 
+// A barrier for the few threads of one time loop, met every step: a counter
+// and a sense flag on cache lines of their own, spun on with pause (yielding
+// after a while, should a thread have lost its core). Against OpenMP's
+// barrier, timed interleaved in one process: B = 1 forward -4%, training -2%.
 struct SpinBarrier {
   alignas(64) std::atomic<int> arrived{0};
   alignas(64) std::atomic<int> sense{0};
@@ -163,6 +163,8 @@ void run_time_loop(const LayerArgs& a, int64_t min_macs, int64_t operand_bytes,
   }
 }
 
+// Thread p of P's part of every forward step: its gate chunks (all of them
+// when P = 1), meeting the others at barrier() where a step needs all of h.
 template <typename In, typename Barrier>
 void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, int64_t p,
                    int64_t P, const Barrier& barrier) {
@@ -172,61 +174,59 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
   const bool proj = f.w_hr_t != nullptr;
   const bool save = f.cells != nullptr;
   const auto& kernels = vector_kernels<T>();
-  {
-    const Share s = share_of(p, P, H, Hout);
-    // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows).
-    const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W,
-                                 bool in_panels, T* C, bool accumulate) {
-      if (in_panels) {
-        gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0,
-                           C + s.g0, G, accumulate);
-      } else {
-        gemm_nn<In>(m, s.g1 - s.g0, K, A, lda, W + cs * s.g0, G, C + s.g0, G, accumulate);
-      }
-    };
-    for (int64_t k = 0; k < a.T; ++k) {
-      const int64_t t = step_time(a, reverse, k);
-      const int64_t off = a.offset[t], rows = a.rows[t];
-      T* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
-      In* y = f.y + off * Hout;                                // y: [rows, Hout]
-      if (f.x) {
-        // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
-        weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, f.w_ih_panels, gates, false);
-      }
-      // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
-      // step for the rows it had, h0 for rows that start here.
-      const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
-      if (from_prev > 0) {
-        const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
-        weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, true, gates, true);
-      }
-      weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t, true,
-                  gates + from_prev * G, true);
-      for (int64_t c = s.c0; c < s.c1; ++c) {
-        const int64_t u = c * kGateChunk, w = chunk_width(H, c);
-        ForwardStep<T> st{gates + 4 * u, G,
-                          f.bias ? f.bias + 4 * u : nullptr,
-                          f.c + u, H,
-                          save ? f.cells + off * H + u : nullptr, H,
-                          nullptr, proj ? H : Hout,
-                          save};
-        if constexpr (std::is_same_v<In, T>) {
-          st.h = proj ? f.h_raw + u : y + u;
-        } else {
-          st.h_bf16 = y + u;
-        }
-        kernels.forward(st, rows, w, 0, w);
-      }
-      if constexpr (std::is_same_v<In, T>) {
-        if (proj) {
-          barrier();
-          // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
-          gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout,
-                     false);
-        }
-      }
-      barrier();
+  const Share s = share_of(p, P, H, Hout);
+  // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows).
+  const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W,
+                               bool in_panels, T* C, bool accumulate) {
+    if (in_panels) {
+      gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0,
+                         C + s.g0, G, accumulate);
+    } else {
+      gemm_nn<In>(m, s.g1 - s.g0, K, A, lda, W + cs * s.g0, G, C + s.g0, G, accumulate);
     }
+  };
+  for (int64_t k = 0; k < a.T; ++k) {
+    const int64_t t = step_time(a, reverse, k);
+    const int64_t off = a.offset[t], rows = a.rows[t];
+    T* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
+    In* y = f.y + off * Hout;                                // y: [rows, Hout]
+    if (f.x) {
+      // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
+      weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, f.w_ih_panels, gates, false);
+    }
+    // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
+    // step for the rows it had, h0 for rows that start here.
+    const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
+    if (from_prev > 0) {
+      const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
+      weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, true, gates, true);
+    }
+    weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t, true,
+                gates + from_prev * G, true);
+    for (int64_t c = s.c0; c < s.c1; ++c) {
+      const int64_t u = c * kGateChunk, w = chunk_width(H, c);
+      ForwardStep<T> st{gates + 4 * u, G,
+                        f.bias ? f.bias + 4 * u : nullptr,
+                        f.c + u, H,
+                        save ? f.cells + off * H + u : nullptr, H,
+                        nullptr, proj ? H : Hout,
+                        save};
+      if constexpr (std::is_same_v<In, T>) {
+        st.h = proj ? f.h_raw + u : y + u;
+      } else {
+        st.h_bf16 = y + u;
+      }
+      kernels.forward(st, rows, w, 0, w);
+    }
+    if constexpr (std::is_same_v<In, T>) {
+      if (proj) {
+        barrier();
+        // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
+        gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout,
+                   false);
+      }
+    }
+    barrier();
   }
 }
 
@@ -251,6 +251,7 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& 
 
 namespace {
 
+// Thread p of P's part of backward steps k_end - 1 .. k_begin, as forward_steps.
 template <typename In, typename Barrier>
 void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                     int64_t k_begin, int64_t k_end, int64_t p, int64_t P,
@@ -260,64 +261,62 @@ void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
   const auto& kernels = vector_kernels<T>();
-  {
-    const Share s = share_of(p, P, H, Hout);
-    for (int64_t k = k_end - 1; k >= k_begin; --k) {
-      const int64_t t = step_time(a, reverse, k);
-      const int64_t off = a.offset[t], rows = a.rows[t];
-      In* dgates = b.dgates + (off - b.dgates_row0) * G;  // dgates: [rows, 4H]
-      // The previous step (in this direction's order) holds c_prev for its rows;
-      // rows it lacked (packed, reverse) started from c0.
-      const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
-      const int64_t from_prev = k > 0 ? std::min(rows, a.rows[t_prev]) : 0;
-      const T* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
-      const T* grad_y = b.grad_y + off * Hout;
+  const Share s = share_of(p, P, H, Hout);
+  for (int64_t k = k_end - 1; k >= k_begin; --k) {
+    const int64_t t = step_time(a, reverse, k);
+    const int64_t off = a.offset[t], rows = a.rows[t];
+    In* dgates = b.dgates + (off - b.dgates_row0) * G;  // dgates: [rows, 4H]
+    // The previous step (in this direction's order) holds c_prev for its rows;
+    // rows it lacked (packed, reverse) started from c0.
+    const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
+    const int64_t from_prev = k > 0 ? std::min(rows, a.rows[t_prev]) : 0;
+    const T* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
+    const T* grad_y = b.grad_y + off * Hout;
 
-      const T* dh = b.dh;
-      const T* dh2 = grad_y;
-      int64_t dh_ld = Hout;
-      if (proj) {
-        // dh_total = dh + grad_y (columns o0:o1), then dh_raw = dh_total @ w_hr.
-        T* dht = b.dh_total + off * Hout;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = s.o0; j < s.o1; ++j)
-            dht[r * Hout + j] = b.dh[r * Hout + j] + grad_y[r * Hout + j];
-        barrier();
-        gemm_nn<T>(rows, s.u1 - s.u0, Hout, dht, Hout, b.w_hr + s.u0, H, b.dh_raw + s.u0, H,
-                   false);
-        dh = b.dh_raw;
-        dh2 = nullptr;
-        dh_ld = H;
-      }
-      for (int64_t c = s.c0; c < s.c1; ++c) {
-        const int64_t u = c * kGateChunk, w = chunk_width(H, c);
-        // Rows below from_prev take c_prev from the previous step, the rest from c0.
-        for (int part = 0; part < 2; ++part) {
-          const int64_t r0 = part == 0 ? 0 : from_prev, r1 = part == 0 ? from_prev : rows;
-          if (r0 >= r1) continue;
-          const T* cp = part == 0 ? c_prev + u : b.c0 + r0 * H + u;
-          BackwardStep<T> st{b.gates + (off + r0) * G + 4 * u, G,
-                             b.cells + (off + r0) * H + u, H,
-                             cp, H,
-                             dh + r0 * dh_ld + u, dh_ld,
-                             dh2 ? dh2 + r0 * Hout + u : nullptr, Hout,
-                             b.dc + r0 * H + u, H,
-                             nullptr, G};
-          if constexpr (std::is_same_v<In, T>) {
-            st.dgates = dgates + r0 * G + 4 * u;
-          } else {
-            st.dgates_bf16 = dgates + r0 * G + 4 * u;
-          }
-          kernels.backward(st, r1 - r0, w, 0, w);
-        }
-      }
+    const T* dh = b.dh;
+    const T* dh2 = grad_y;
+    int64_t dh_ld = Hout;
+    if (proj) {
+      // dh_total = dh + grad_y (columns o0:o1), then dh_raw = dh_total @ w_hr.
+      T* dht = b.dh_total + off * Hout;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = s.o0; j < s.o1; ++j)
+          dht[r * Hout + j] = b.dh[r * Hout + j] + grad_y[r * Hout + j];
       barrier();
-      // dh[:, cols] = dgates @ w_hh[:, cols], the gradient reaching h_prev. Without
-      // a projection each thread's columns are its own hidden units, which only
-      // its own pointwise pass reads next, so no barrier is needed after it.
-      const int64_t j0 = proj ? s.o0 : s.u0, j1 = proj ? s.o1 : s.u1;
-      gemm_nn<In>(rows, j1 - j0, G, dgates, G, b.w_hh + cs * j0, Hout, b.dh + j0, Hout, false);
+      gemm_nn<T>(rows, s.u1 - s.u0, Hout, dht, Hout, b.w_hr + s.u0, H, b.dh_raw + s.u0, H,
+                 false);
+      dh = b.dh_raw;
+      dh2 = nullptr;
+      dh_ld = H;
     }
+    for (int64_t c = s.c0; c < s.c1; ++c) {
+      const int64_t u = c * kGateChunk, w = chunk_width(H, c);
+      // Rows below from_prev take c_prev from the previous step, the rest from c0.
+      for (int part = 0; part < 2; ++part) {
+        const int64_t r0 = part == 0 ? 0 : from_prev, r1 = part == 0 ? from_prev : rows;
+        if (r0 >= r1) continue;
+        const T* cp = part == 0 ? c_prev + u : b.c0 + r0 * H + u;
+        BackwardStep<T> st{b.gates + (off + r0) * G + 4 * u, G,
+                           b.cells + (off + r0) * H + u, H,
+                           cp, H,
+                           dh + r0 * dh_ld + u, dh_ld,
+                           dh2 ? dh2 + r0 * Hout + u : nullptr, Hout,
+                           b.dc + r0 * H + u, H,
+                           nullptr, G};
+        if constexpr (std::is_same_v<In, T>) {
+          st.dgates = dgates + r0 * G + 4 * u;
+        } else {
+          st.dgates_bf16 = dgates + r0 * G + 4 * u;
+        }
+        kernels.backward(st, r1 - r0, w, 0, w);
+      }
+    }
+    barrier();
+    // dh[:, cols] = dgates @ w_hh[:, cols], the gradient reaching h_prev. Without
+    // a projection each thread's columns are its own hidden units, which only
+    // its own pointwise pass reads next, so no barrier is needed after it.
+    const int64_t j0 = proj ? s.o0 : s.u0, j1 = proj ? s.o1 : s.u1;
+    gemm_nn<In>(rows, j1 - j0, G, dgates, G, b.w_hh + cs * j0, Hout, b.dh + j0, Hout, false);
   }
 }
 

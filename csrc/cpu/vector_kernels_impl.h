@@ -274,39 +274,42 @@ inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_
   }
 }
 
+#if defined(CPU_CAPABILITY_AVX512)
+// dst[N, M] = src[M, N]^T in full kB x kB blocks by block(src, dst), and the
+// edges they leave (columns past the last full block of the rows they cover,
+// then the rows past the last full block) by ATen's transpose_mxn.
+template <int kB, typename T, typename Block>
+void transpose_in_blocks(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M,
+                         int64_t N, const Block& block) {
+  const int64_t Mb = M - M % kB, Nb = N - N % kB;
+  for (int64_t i = 0; i < Mb; i += kB) {
+    for (int64_t j = 0; j < Nb; j += kB) block(src + i * ld_src + j, dst + j * ld_dst + i);
+  }
+  if (Nb < N && Mb > 0) {
+    at::vec::transpose_mxn<T>(src + Nb, ld_src, dst + Nb * ld_dst, ld_dst, static_cast<int>(Mb),
+                              static_cast<int>(N - Nb));
+  }
+  if (Mb < M) {
+    at::vec::transpose_mxn<T>(src + Mb * ld_src, ld_src, dst + Mb, ld_dst,
+                              static_cast<int>(M - Mb), static_cast<int>(N));
+  }
+}
+#endif
+
 // dst[N, M] = src[M, N]^T
 template <typename T>
 void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, int64_t N) {
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<T, float>) {
-    const int64_t M16 = M - M % 16, N16 = N - N % 16;
-    for (int64_t i = 0; i < M16; i += 16) {
-      for (int64_t j = 0; j < N16; j += 16) {
-        transpose_16x16(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
-      }
-    }
-    // the edges the 16 x 16 blocks left: columns N16.. of the first M16 rows,
-    // then the last rows (ATen's masked transpose)
-    if (N16 < N && M16 > 0) {
-      at::vec::transpose_mxn<float>(src + N16, ld_src, dst + N16 * ld_dst, ld_dst,
-                                    static_cast<int>(M16), static_cast<int>(N - N16));
-    }
-    if (M16 < M) {
-      at::vec::transpose_mxn<float>(src + M16 * ld_src, ld_src, dst + M16, ld_dst,
-                                    static_cast<int>(M - M16), static_cast<int>(N));
-    }
+    transpose_in_blocks<16>(src, ld_src, dst, ld_dst, M, N, [&](const float* s, float* d) {
+      transpose_16x16(s, ld_src, d, ld_dst);
+    });
     return;
   }
   if constexpr (std::is_same_v<T, double>) {
-    const int64_t M8 = M - M % 8, N8 = N - N % 8;
-    for (int64_t i = 0; i < M8; i += 8) {
-      for (int64_t j = 0; j < N8; j += 8) {
-        transpose_8x8(src + i * ld_src + j, ld_src, dst + j * ld_dst + i, ld_dst);
-      }
-    }
-    for (int64_t i = 0; i < M; ++i) {  // the edges the 8 x 8 blocks left
-      for (int64_t j = i < M8 ? N8 : 0; j < N; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
-    }
+    transpose_in_blocks<8>(src, ld_src, dst, ld_dst, M, N, [&](const double* s, double* d) {
+      transpose_8x8(s, ld_src, d, ld_dst);
+    });
     return;
   }
 #endif

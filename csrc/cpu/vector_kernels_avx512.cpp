@@ -16,26 +16,8 @@
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi,bmi2")
-// The pragma does not define the feature macros that sleef.h and ATen's vec
-// headers test, so define the ones matching the target list.
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
-#ifndef __BMI__
-#define __BMI__ 1
-#endif
-#ifndef __BMI2__
-#define __BMI2__ 1
-#endif
+#include "avx2_feature_macros.h"
+// and the macros of the target list's AVX512 entries:
 #ifndef __AVX512F__
 #define __AVX512F__ 1
 #endif

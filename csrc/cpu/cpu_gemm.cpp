@@ -217,54 +217,57 @@ void split_tn(int64_t R, int64_t K, int64_t N, const Body& body) {
 }
 
 template <typename T>
-void zero_rows(T* C, int64_t ldc, int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
-  for (int64_t i = k0; i < k1; ++i) std::fill(C + i * ldc + n0, C + i * ldc + n1, T(0));
+void zero_rows(T* C, int64_t ldc, int64_t K, int64_t N) {
+  for (int64_t i = 0; i < K; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
 }
 
 }  // namespace
 
 template <typename T>
-void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, Acc<T>* C, int64_t ldc, bool accumulate) {
-  // C[K, N] = sum over panels of rows r of A[r, K]^T B[r, N]; each thread owns
-  // a range of C's rows (or columns) and transposes its slice of each panel.
-  split_tn(R, K, N, [&](int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
-    const int64_t kk = k1 - k0;
-    const int64_t rows = tn_panel_rows<T>();
-    std::vector<T> panel(static_cast<size_t>(kk * rows));  // A[r0:r1, k0:k1]^T
-    if (R == 0 && !accumulate) zero_rows(C, ldc, k0, k1, n0, n1);
-    for (int64_t r0 = 0; r0 < R; r0 += rows) {
-      const int64_t rn = std::min(rows, R - r0);
-      // panel[k, r] = A[r0 + r, k0 + k]
-      vector_kernels<T>().transpose(A + r0 * lda + k0, lda, panel.data(), rows, rn, kk);
-      gemm_nn<T>(kk, n1 - n0, rn, panel.data(), rows, B + r0 * ldb + n0, ldb,
-                 C + k0 * ldc + n0, ldc, accumulate || r0 > 0);
-    }
-  });
+void gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* B, int64_t ldb,
+             Acc<T>* C, int64_t ldc, bool accumulate) {
+  // C[K, N] = sum over panels of rows r of A[r, K]^T B[r, N], each panel of A
+  // transposed first.
+  const int64_t rows = tn_panel_rows<T>();
+  std::vector<T> panel(static_cast<size_t>(K * rows));  // A[r0:r1, :]^T
+  if (R == 0 && !accumulate) zero_rows(C, ldc, K, N);
+  for (int64_t r0 = 0; r0 < R; r0 += rows) {
+    const int64_t rn = std::min(rows, R - r0);
+    // panel[k, r] = A[r0 + r, k]
+    vector_kernels<T>().transpose(A + r0 * lda, lda, panel.data(), rows, rn, K);
+    gemm_nn<T>(K, N, rn, panel.data(), rows, B + r0 * ldb, ldb, C, ldc, accumulate || r0 > 0);
+  }
 }
 
 template <>
-void parallel_gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10::BFloat16* A,
-                                     int64_t lda, const c10::BFloat16* B, int64_t ldb, float* C,
-                                     int64_t ldc, bool accumulate) {
+void gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10::BFloat16* A, int64_t lda,
+                            const c10::BFloat16* B, int64_t ldb, float* C, int64_t ldc,
+                            bool accumulate) {
   // The reduction runs over rows r, so both operands are paired along r: the
-  // words of A[r0:r1, k0:k1] are A^T pair-packed (read with a_row = 4 bytes,
-  // a_pair = 4 * kk), those of B[r0:r1, n0:n1] the pair-packed B.
+  // words of A[r0:r1, :] are A^T pair-packed (read with a_row = 4 bytes,
+  // a_pair = 4 * K), those of B[r0:r1, :] the pair-packed B.
+  const int64_t rows = tn_panel_rows<c10::BFloat16>();
+  std::vector<uint32_t> a_words(static_cast<size_t>(K * rows / 2));
+  std::vector<uint32_t> b_words(static_cast<size_t>(N * rows / 2));
+  if (R == 0 && !accumulate) zero_rows(C, ldc, K, N);
+  for (int64_t r0 = 0; r0 < R; r0 += rows) {
+    const int64_t rn = std::min(rows, R - r0);
+    pack_row_pairs(reinterpret_cast<const uint16_t*>(A + r0 * lda), lda, rn, K, a_words.data(),
+                   K);
+    pack_row_pairs(reinterpret_cast<const uint16_t*>(B + r0 * ldb), ldb, rn, N, b_words.data(),
+                   N);
+    gemm_bf16(K, N, rn, a_words.data(), 4, 4 * K, b_words.data(), N, C, ldc,
+              accumulate || r0 > 0);
+  }
+}
+
+template <typename In>
+void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda, const In* B,
+                      int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate) {
+  // Each thread owns a range of C's rows (or columns).
   split_tn(R, K, N, [&](int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
-    const int64_t kk = k1 - k0, nn = n1 - n0;
-    const int64_t rows = tn_panel_rows<c10::BFloat16>();
-    std::vector<uint32_t> a_words(static_cast<size_t>(kk * rows / 2));
-    std::vector<uint32_t> b_words(static_cast<size_t>(nn * rows / 2));
-    if (R == 0 && !accumulate) zero_rows(C, ldc, k0, k1, n0, n1);
-    for (int64_t r0 = 0; r0 < R; r0 += rows) {
-      const int64_t rn = std::min(rows, R - r0);
-      pack_row_pairs(reinterpret_cast<const uint16_t*>(A + r0 * lda + k0), lda, rn, kk,
-                     a_words.data(), kk);
-      pack_row_pairs(reinterpret_cast<const uint16_t*>(B + r0 * ldb + n0), ldb, rn, nn,
-                     b_words.data(), nn);
-      gemm_bf16(kk, nn, rn, a_words.data(), 4, 4 * kk, b_words.data(), nn, C + k0 * ldc + n0,
-                ldc, accumulate || r0 > 0);
-    }
+    gemm_tn<In>(R, k1 - k0, n1 - n0, A + k0, lda, B + n0, ldb, C + k0 * ldc + n0, ldc,
+                accumulate);
   });
 }
 
@@ -272,14 +275,16 @@ void parallel_gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10:
   template void parallel_gemm_nn<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*, \
                                      int64_t, Acc<In>*, int64_t, bool);                        \
   template void gemm_nn_panels<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*,   \
-                                   Acc<In>*, int64_t, bool);
+                                   Acc<In>*, int64_t, bool);                                   \
+  template void parallel_gemm_tn<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*, \
+                                     int64_t, Acc<In>*, int64_t, bool);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 FUSED_LSTM_INSTANTIATE(c10::BFloat16)
 #undef FUSED_LSTM_INSTANTIATE
-template void parallel_gemm_tn<float>(int64_t, int64_t, int64_t, const float*, int64_t,
-                                      const float*, int64_t, float*, int64_t, bool);
-template void parallel_gemm_tn<double>(int64_t, int64_t, int64_t, const double*, int64_t,
-                                       const double*, int64_t, double*, int64_t, bool);
+template void gemm_tn<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                             int64_t, float*, int64_t, bool);
+template void gemm_tn<double>(int64_t, int64_t, int64_t, const double*, int64_t, const double*,
+                              int64_t, double*, int64_t, bool);
 
 }  // namespace fused_lstm::cpu

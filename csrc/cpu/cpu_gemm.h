@@ -2,7 +2,8 @@
 //
 //   gemm_nn:          C[M, N] (+)= A[M, K] @ B[K, N]                  one thread
 //   parallel_gemm_nn: the same, split over the threads of at::parallel_for
-//   parallel_gemm_tn: C[K, N] (+)= A[R, K]^T @ B[R, N]                split over threads
+//   gemm_tn:          C[K, N] (+)= A[R, K]^T @ B[R, N]                one thread
+//   parallel_gemm_tn: the same, split over the threads of at::parallel_for
 //
 // Operands (A, B) are of type In, C of type Acc<In>: float and double multiply
 // and accumulate in their own type; bfloat16 operands accumulate in float.
@@ -58,6 +59,10 @@ void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, c
                     Acc<In>* C, int64_t ldc, bool accumulate);
 
 // A and B plain row-major for every type (bfloat16 too).
+template <typename In>
+void gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda, const In* B, int64_t ldb,
+             Acc<In>* C, int64_t ldc, bool accumulate);
+
 template <typename In>
 void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda, const In* B,
                       int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate);

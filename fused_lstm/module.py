@@ -272,8 +272,8 @@ class FusedLSTM(nn.Module):
             c0_all = x.new_zeros(shape + (self.hidden_size,))
         else:
             h0_all, c0_all = hx[0].to(dtype), hx[1].to(dtype)
-        h_n: List[Tensor] = []
-        c_n: List[Tensor] = []
+        h_n: List[Tensor] = []  # [directions, B, Hout] per layer
+        c_n: List[Tensor] = []  # [directions, B, H] per layer
         layer_input = x
         # Both directions of a layer in one op, on a core each, with no barrier
         # between them. In inference, timed interleaved against one direction
@@ -287,20 +287,29 @@ class FusedLSTM(nn.Module):
                 layer_input, h, c = lstm_bidirectional_layer(
                     layer_input, batch_sizes, h0_all[k0:k1 + 1], c0_all[k0:k1 + 1],
                     self._layer_weights(weights[k0]), self._layer_weights(weights[k1]))
-                h_n.extend(h.unbind(0))
-                c_n.extend(c.unbind(0))
+                h_n.append(h)
+                c_n.append(c)
             else:
-                outputs = []
+                outputs, hs, cs = [], [], []
                 for k in ks:
                     y, h, c = lstm_layer(layer_input, batch_sizes, h0_all[k], c0_all[k],
                                          *self._layer_weights(weights[k]), k % directions == 1)
                     outputs.append(y)
-                    h_n.append(h)
-                    c_n.append(c)
-                layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=-1)
+                    hs.append(h)
+                    cs.append(c)
+                if directions == 1:
+                    layer_input = outputs[0]
+                    h_n.append(hs[0].unsqueeze(0))
+                    c_n.append(cs[0].unsqueeze(0))
+                else:
+                    layer_input = torch.cat(outputs, dim=-1)
+                    h_n.append(torch.stack(hs))
+                    c_n.append(torch.stack(cs))
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        y, h, c = layer_input, torch.stack(h_n), torch.stack(c_n)
+        y = layer_input
+        h = h_n[0] if len(h_n) == 1 else torch.cat(h_n)
+        c = c_n[0] if len(c_n) == 1 else torch.cat(c_n)
         if autocast is not None:
             y, h, c = y.to(autocast[1]), h.to(autocast[1]), c.to(autocast[2])
         return y, h, c

@@ -323,15 +323,30 @@ void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
   }
 }
 
+// b with its [B, .] state buffers from batch row b0 on: a row-split thread's.
+template <typename In>
+BackwardLoop<In> from_row(const LayerArgs& a, const BackwardLoop<In>& b, int64_t b0) {
+  BackwardLoop<In> g = b;
+  g.c0 += b0 * a.H;
+  g.dh += b0 * a.Hout;
+  g.dc += b0 * a.H;
+  if (g.dh_raw) g.dh_raw += b0 * a.H;
+  return g;
+}
+
 }  // namespace
 
 template <typename In>
 void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                         int64_t k_begin, int64_t k_end) {
-  run_team(threads_for(a, kMinParallelBackwardStepMacs),
-           [&](int64_t p, int64_t P, const auto& barrier) {
-             backward_steps(a, reverse, b, k_begin, k_end, p, P, barrier);
-           });
+  run_time_loop(
+      a, kMinParallelBackwardStepMacs, sizeof(In),
+      [&](const LayerArgs& sub, int64_t b0) {
+        backward_steps(sub, reverse, from_row(a, b, b0), k_begin, k_end, 0, 1, [] {});
+      },
+      [&](int64_t p, int64_t P, const auto& barrier) {
+        backward_steps(a, reverse, b, k_begin, k_end, p, P, barrier);
+      });
 }
 
 int64_t block_begin(const LayerArgs& a, bool reverse, int64_t k_end, int64_t block_rows) {
@@ -398,11 +413,7 @@ bool lstm_backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<
     T* w_hh_sum = p == 0 ? g.grad_w_hh_t : own_w.get() + I * G;
     std::vector<int64_t> block_row(a.T, 0);
 
-    BackwardLoop<In> bl = b;  // the [B, .] buffers from this thread's first row
-    bl.c0 += b0 * H;
-    bl.dh += b0 * Hout;
-    bl.dc += b0 * H;
-    if (bl.dh_raw) bl.dh_raw += b0 * H;
+    BackwardLoop<In> bl = from_row(a, b, b0);
     bl.dgates = dgates.get();
     bl.block_row = block_row.data();
     bool first = true;

@@ -66,8 +66,7 @@ struct BackwardLoop {
 };
 
 // Runs the backward steps k_end - 1 down to k_begin (k counts steps in this
-// direction's processing order) on the threads that split the hidden units;
-// dh and dc carry over between calls.
+// direction's processing order); dh and dc carry over between calls.
 template <typename In>
 void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                         int64_t k_begin, int64_t k_end);

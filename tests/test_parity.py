@@ -203,16 +203,23 @@ def test_threaded_forward_at_batch_one(dtype):
         torch.set_num_threads(threads)
 
 
+# (T, B, H, projection size) that put the backward on each of its threaded
+# routes, across several of its blocks (about 512 rows each):
+# - "rows": B x 4H x H >= 512K multiply-adds per step, so the batch rows are
+#   split and each thread turns its own d(gates) into gradients, about 256 rows
+#   per thread at a time (40 steps of 16 rows per thread: three blocks);
+# - "overlapped": a step far below that runs on one thread while another turns
+#   each finished chunk of steps into gradients (1,200 rows: three blocks).
+BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "overlapped": (400, 3, 16, 12)}
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", ["dense", "packed", "proj", "packed-proj"])
-def test_row_split_backward_over_several_blocks(case, reverse):
-    """The backward that splits the batch rows: each thread runs the steps on
-    its own rows and turns its d(gates) into gradients block by block (about
-    256 rows per thread), then the threads add their weight gradients up.
-
-    40 steps of 16 rows per thread cross three blocks. A bidirectional model
-    runs each direction on one thread in training, so the reverse direction is
-    reached here through the op itself; compared with the float64 reference.
+@pytest.mark.parametrize("route", list(BACKWARD_ROUTES))
+def test_threaded_backward_routes_over_several_blocks(route, case, reverse):
+    """The op's gradients on each threaded backward route against the float64
+    reference. A bidirectional model runs each direction on one thread in
+    training, so the reverse direction is reached here through the op itself.
     """
     from fused_lstm.ops import lstm_layer
     from fused_lstm.reference import lstm_layer_reference
@@ -226,8 +233,9 @@ def test_row_split_backward_over_several_blocks(case, reverse):
             return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
                     ).requires_grad_()
 
-        T, B, I, H = 40, 32, 9, 70  # B x 4H x H = 627K multiply-adds per step
-        Hout = 60 if "proj" in case else H
+        T, B, H, P = BACKWARD_ROUTES[route]
+        I = 9
+        Hout = P if "proj" in case else H
         batch_sizes = None
         N = T * B
         if "packed" in case:

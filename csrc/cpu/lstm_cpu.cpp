@@ -233,54 +233,16 @@ BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tens
   Tensor grad_b_ih = at::empty({a.has_bias ? G : 0}, opts);
   std::vector<T> bias_sums(a.has_bias ? G : 0, T(0));  // [4H] blocked
 
-  // Steps run in blocks of about kBackwardBlockRows rows: the backward loop
-  // writes a block's d(gates), then whole-block GEMMs turn it into its rows of
-  // grad_x and its share of the weight gradients while it is still in cache.
-  BackwardLoop<In> b{w_hh_b.data_ptr<In>(), ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
-                     gates_c.data_ptr<T>(),  cells_c.data_ptr<T>(), c0_c.data_ptr<T>(),
-                     dh.data_ptr<T>(),       dc.data_ptr<T>(),      nullptr,
-                     nullptr,                ptr_or_null<T>(dh_total), ptr_or_null<T>(dh_raw)};
-  const BackwardGradients<In> grads{x2.data_ptr<In>(),          y2.data_ptr<In>(),
-                                    h0_c.data_ptr<In>(),        w_ih_b.data_ptr<In>(),
-                                    grad_x.data_ptr<T>(),       grad_w_ih_t.data_ptr<T>(),
-                                    grad_w_hh_t.data_ptr<T>(),  a.has_bias ? bias_sums.data() : nullptr};
-  if (!lstm_backward_by_rows<In>(a, reverse, b, grads, kBackwardBlockRows)) {
-    // One time loop shared by the threads per block, then whole-block GEMMs
-    // split over them.
-    const int64_t block_rows = std::max(kBackwardBlockRows, a.B);
-    const auto in_opts = x.options().dtype(it);
-    Tensor dgates = at::empty({std::min(block_rows, a.N), G}, in_opts);    // [block, 4H] blocked
-    Tensor h_prev = at::empty({std::min(block_rows, a.N), a.Hout}, in_opts);  // [block, Hout]
-    In* dg = dgates.data_ptr<In>();
-    In* hp = h_prev.data_ptr<In>();
-    std::vector<int64_t> block_row(a.T, 0);
-    b.dgates = dg;
-    b.block_row = block_row.data();
-    for (int64_t k_end = a.T; k_end > 0;) {
-      const int64_t k_begin = block_begin(a, reverse, k_end, block_rows);
-      const int64_t rows = place_block(a, reverse, k_begin, k_end, block_row.data());
-      const int64_t t_lo = std::min(step_time(a, reverse, k_begin), step_time(a, reverse, k_end - 1));
-      const int64_t r0 = a.offset[t_lo];  // the block's rows are [r0, r0 + rows)
-      lstm_backward_loop<In>(a, reverse, b, k_begin, k_end);
-
-      // grad_x[r0:r1] = dgates @ w_ih;  grad_w_ih^T += x[r0:r1]^T @ dgates;
-      // grad_w_hh^T += h_prev^T @ dgates;  grad_b += column sums of dgates.
-      parallel_gemm_nn<In>(rows, a.I, G, dg, G, w_ih_b.data_ptr<In>(), a.I,
-                           grad_x.data_ptr<T>() + r0 * a.I, a.I, false);
-      const bool first_block = k_end == a.T;
-      parallel_gemm_tn<In>(rows, a.I, G, x2.data_ptr<In>() + r0 * a.I, a.I, dg, G,
-                           grad_w_ih_t.data_ptr<T>(), G, !first_block);
-      gather_h_prev<In>(a, reverse, y2.data_ptr<In>(), h0_c.data_ptr<In>(), hp, block_row.data(),
-                        k_begin, k_end);
-      parallel_gemm_tn<In>(rows, a.Hout, G, hp, a.Hout, dg, G, grad_w_hh_t.data_ptr<T>(), G,
-                           !first_block);
-      for (int64_t r = 0; r < (a.has_bias ? rows : 0); ++r) {
-        const In* row = dg + r * G;
-        for (int64_t col = 0; col < G; ++col) bias_sums[col] += static_cast<T>(row[col]);
-      }
-      k_end = k_begin;
-    }
-  }
+  const BackwardLoop<In> b{w_hh_b.data_ptr<In>(), ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
+                           gates_c.data_ptr<T>(),  cells_c.data_ptr<T>(), c0_c.data_ptr<T>(),
+                           dh.data_ptr<T>(),       dc.data_ptr<T>(),      nullptr,
+                           nullptr,                ptr_or_null<T>(dh_total),
+                           ptr_or_null<T>(dh_raw)};
+  const BackwardGradients<In> grads{x2.data_ptr<In>(),         y2.data_ptr<In>(),
+                                    h0_c.data_ptr<In>(),       w_ih_b.data_ptr<In>(),
+                                    grad_x.data_ptr<T>(),      grad_w_ih_t.data_ptr<T>(),
+                                    grad_w_hh_t.data_ptr<T>(), a.has_bias ? bias_sums.data() : nullptr};
+  lstm_backward<In>(a, reverse, b, grads, kBackwardBlockRows);
   // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
   // so the natural-order gradients can take their memory).
   w_ih_b = Tensor();

@@ -66,10 +66,22 @@ inline void cpu_relax() {
 #endif
 }
 
+// Spins until done() holds: with pause, yielding after a while should the
+// thread it waits for have lost its core.
+template <typename Done>
+void spin_until(const Done& done) {
+  for (int64_t spins = 0; !done(); ++spins) {
+    if (spins < (1 << 16)) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
 // A barrier for the few threads of one time loop, met every step: a counter
-// and a sense flag on cache lines of their own, spun on with pause (yielding
-// after a while, should a thread have lost its core). Against OpenMP's
-// barrier, timed interleaved in one process: B = 1 forward -4%, training -2%.
+// and a sense flag on cache lines of their own. Against OpenMP's barrier,
+// timed interleaved in one process: B = 1 forward -4%, training -2%.
 struct SpinBarrier {
   alignas(64) std::atomic<int> arrived{0};
   alignas(64) std::atomic<int> sense{0};
@@ -80,13 +92,7 @@ struct SpinBarrier {
       sense.store(local_sense, std::memory_order_release);
       return;
     }
-    for (int64_t spins = 0; sense.load(std::memory_order_acquire) != local_sense; ++spins) {
-      if (spins < (1 << 16)) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    spin_until([&] { return sense.load(std::memory_order_acquire) == local_sense; });
   }
 };
 
@@ -133,27 +139,29 @@ int64_t row_split_threads(const LayerArgs& a, int64_t min_macs, int64_t operand_
   return a.B >= kMinRowsPerThread * threads ? threads : 1;
 }
 
-// body(sub, b0) on P threads, each given batch rows [b0, b1) as a LayerArgs of
-// its own: its step t has rows [offset[t] + b0, offset[t] + min(rows[t], b1))
-// (none once a packed batch has shrunk below b0). State buffers ([B, .]) are
-// the caller's to offset by b0 rows.
+// body(sub, b0, p) for p < P on P threads, range p given batch rows [b0, b1)
+// as a LayerArgs of its own: its step t has rows [offset[t] + b0,
+// offset[t] + min(rows[t], b1)) (none once a packed batch has shrunk below
+// b0). State buffers ([B, .]) are the caller's to offset by b0 rows. Should the
+// runtime grant fewer threads, each takes several ranges in turn.
 template <typename Body>
 void run_on_row_ranges(const LayerArgs& a, int64_t P, const Body& body) {
 #pragma omp parallel num_threads(static_cast<int>(P))
   {
-    const int64_t p = omp_get_thread_num(), team = omp_get_num_threads();
-    const int64_t b0 = a.B * p / team, b1 = a.B * (p + 1) / team;
-    LayerArgs sub = a;
-    sub.B = b1 - b0;
-    for (int64_t t = 0; t < a.T; ++t) {
-      sub.rows[t] = std::clamp<int64_t>(a.rows[t] - b0, 0, b1 - b0);
-      sub.offset[t] = a.offset[t] + b0;
+    for (int64_t p = omp_get_thread_num(); p < P; p += omp_get_num_threads()) {
+      const int64_t b0 = a.B * p / P, b1 = a.B * (p + 1) / P;
+      LayerArgs sub = a;
+      sub.B = b1 - b0;
+      for (int64_t t = 0; t < a.T; ++t) {
+        sub.rows[t] = std::clamp<int64_t>(a.rows[t] - b0, 0, b1 - b0);
+        sub.offset[t] = a.offset[t] + b0;
+      }
+      body(sub, b0, p);
     }
-    body(sub, b0);
   }
 }
 
-// A time loop on the threads: rows(sub, b0) on each thread's batch rows where
+// A time loop on the threads: rows(sub, b0, p) on each thread's batch rows where
 // row_split_threads allows, else team(p, P, barrier) on the threads_for team.
 template <typename RowBody, typename TeamBody>
 void run_time_loop(const LayerArgs& a, int64_t min_macs, int64_t operand_bytes,
@@ -239,7 +247,7 @@ template <typename In>
 void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f) {
   run_time_loop(
       a, kMinParallelForwardStepMacs, sizeof(In),
-      [&](const LayerArgs& sub, int64_t b0) {
+      [&](const LayerArgs& sub, int64_t b0, int64_t) {
         ForwardLoop<In> g = f;  // the [B, .] buffers from this thread's first row
         g.h0 += b0 * a.Hout;
         g.c += b0 * a.H;
@@ -334,14 +342,14 @@ BackwardLoop<In> from_row(const LayerArgs& a, const BackwardLoop<In>& b, int64_t
   return g;
 }
 
-}  // namespace
-
+// The backward loop of steps k_end - 1 .. k_begin on all the threads it
+// warrants (the row split or the unit split, as forward).
 template <typename In>
-void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                        int64_t k_begin, int64_t k_end) {
+void backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b, int64_t k_begin,
+                   int64_t k_end) {
   run_time_loop(
       a, kMinParallelBackwardStepMacs, sizeof(In),
-      [&](const LayerArgs& sub, int64_t b0) {
+      [&](const LayerArgs& sub, int64_t b0, int64_t) {
         backward_steps(sub, reverse, from_row(a, b, b0), k_begin, k_end, 0, 1, [] {});
       },
       [&](int64_t p, int64_t P, const auto& barrier) {
@@ -349,6 +357,8 @@ void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>
       });
 }
 
+// The block of backward steps that ends at step k_end - 1: it starts at the
+// step this returns, and holds at most block_rows rows (or one step).
 int64_t block_begin(const LayerArgs& a, bool reverse, int64_t k_end, int64_t block_rows) {
   int64_t k_begin = k_end - 1;
   int64_t rows = a.rows[step_time(a, reverse, k_begin)];
@@ -359,6 +369,9 @@ int64_t block_begin(const LayerArgs& a, bool reverse, int64_t k_end, int64_t blo
   return k_begin;
 }
 
+// Lays the rows of steps k_begin..k_end-1 out in a block buffer, in time
+// order: block_row[t] is the buffer row of step t's first row (block_row is
+// indexed by time). Returns the block's row count.
 int64_t place_block(const LayerArgs& a, bool reverse, int64_t k_begin, int64_t k_end,
                     int64_t* block_row) {
   const int64_t t0 = std::min(step_time(a, reverse, k_begin), step_time(a, reverse, k_end - 1));
@@ -370,119 +383,9 @@ int64_t place_block(const LayerArgs& a, bool reverse, int64_t k_begin, int64_t k
   return rows;
 }
 
-namespace {
-
-template <typename T>
-std::unique_ptr<T[]> scratch(int64_t n) {
-  return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(n, 1))]);
-}
-
-}  // namespace
-
-// Each thread's own weight gradients ([I + Hout, 4H] in the accumulation type)
-// are read and written once per block; past this size they no longer sit in
-// L2 next to the block, and the whole-block GEMMs on all threads win.
-constexpr int64_t kMaxOwnWeightGradientBytes = 512 * 1024;
-
-// Timed interleaved in one process against the loop on split rows followed by
-// whole-block GEMMs on all threads (each in a parallel region of its own, on
-// rows the other core wrote): digits-rows (B = 64, I = 28, H = 64) training
-// -6%, its backward op 540 -> 495 us; long-seq (B = 16, I = 64, H = 128)
-// training -5%. float64 (I = H = 128) and bfloat16 (I = H = 256), whose own
-// gradients take 1 and 2 MiB per thread, ran 3% and 6% slower: hence the limit.
-template <typename In>
-bool lstm_backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                           const BackwardGradients<In>& g, int64_t block_rows) {
-  using T = Acc<In>;
-  const int64_t P = row_split_threads(a, kMinParallelBackwardStepMacs, sizeof(In));
-  const int64_t H = a.H, G = 4 * a.H, I = a.I, Hout = a.Hout;
-  if (P <= 1 || (I + Hout) * G * int64_t(sizeof(T)) > kMaxOwnWeightGradientBytes) return false;
-  // Thread p's weight gradients ([I + Hout, 4H], w_ih's rows first) and
-  // column sums ([4H]); thread 0 writes the outputs themselves.
-  std::vector<T*> w_sums(P, nullptr), bias_sums(P, nullptr);
-  run_on_row_ranges(a, P, [&](const LayerArgs& sub, int64_t b0) {
-    const int64_t p = omp_get_thread_num(), team = omp_get_num_threads();
-    const int64_t own_rows = std::accumulate(sub.rows.begin(), sub.rows.end(), int64_t(0));
-    const int64_t cap = std::min(std::max(block_rows / team, sub.B), own_rows);
-    // This thread's block: d(gates), x, h_prev and grad_x rows, in the order of place_block.
-    auto dgates = scratch<In>(cap * G), xs = scratch<In>(cap * I), hs = scratch<In>(cap * Hout);
-    auto dx = scratch<T>(cap * I);
-    auto own_w = scratch<T>(p == 0 ? 0 : (I + Hout) * G);
-    std::vector<T> own_bias(g.grad_bias ? G : 0, T(0));
-    T* w_ih_sum = p == 0 ? g.grad_w_ih_t : own_w.get();
-    T* w_hh_sum = p == 0 ? g.grad_w_hh_t : own_w.get() + I * G;
-    std::vector<int64_t> block_row(a.T, 0);
-
-    BackwardLoop<In> bl = from_row(a, b, b0);
-    bl.dgates = dgates.get();
-    bl.block_row = block_row.data();
-    bool first = true;
-    for (int64_t k_end = a.T; k_end > 0;) {
-      const int64_t k_begin = block_begin(sub, reverse, k_end, cap);
-      const int64_t rows = place_block(sub, reverse, k_begin, k_end, block_row.data());
-      backward_steps(sub, reverse, bl, k_begin, k_end, 0, 1, [] {});
-      // grad_x rows = dgates @ w_ih; weight gradients += x^T @ dgates, h_prev^T @ dgates.
-      gemm_nn<In>(rows, I, G, dgates.get(), G, g.w_ih, I, dx.get(), I, false);
-      for (int64_t k = k_begin; k < k_end; ++k) {
-        const int64_t t = step_time(sub, reverse, k), n = sub.rows[t];
-        std::memcpy(g.grad_x + sub.offset[t] * I, dx.get() + block_row[t] * I, sizeof(T) * n * I);
-        std::memcpy(xs.get() + block_row[t] * I, g.x + sub.offset[t] * I, sizeof(In) * n * I);
-      }
-      gather_h_prev<In>(sub, reverse, g.y, g.h0 + b0 * Hout, hs.get(), block_row.data(),
-                        k_begin, k_end);
-      gemm_tn<In>(rows, I, G, xs.get(), I, dgates.get(), G, w_ih_sum, G, !first);
-      gemm_tn<In>(rows, Hout, G, hs.get(), Hout, dgates.get(), G, w_hh_sum, G, !first);
-      for (int64_t r = 0; r < (g.grad_bias ? rows : 0); ++r) {
-        const In* row = dgates.get() + r * G;
-        for (int64_t col = 0; col < G; ++col) own_bias[col] += static_cast<T>(row[col]);
-      }
-      first = false;
-      k_end = k_begin;
-    }
-    if (first) {  // no steps: no gradient
-      std::fill(w_ih_sum, w_ih_sum + I * G, T(0));
-      std::fill(w_hh_sum, w_hh_sum + Hout * G, T(0));
-    }
-    w_sums[p] = p == 0 ? nullptr : own_w.get();
-    bias_sums[p] = own_bias.data();
-#pragma omp barrier
-    // Add the other threads' sums into thread 0's, each thread a range of rows.
-    const int64_t W = I + Hout;
-    for (int64_t r = W * p / team; r < W * (p + 1) / team; ++r) {
-      T* out = r < I ? g.grad_w_ih_t + r * G : g.grad_w_hh_t + (r - I) * G;
-      for (int64_t q = 1; q < team; ++q) {
-        const T* add = w_sums[q] + r * G;
-        for (int64_t col = 0; col < G; ++col) out[col] += add[col];
-      }
-    }
-    if (p == 0 && g.grad_bias) {
-      for (int64_t col = 0; col < G; ++col) {
-        T sum = 0;
-        for (int64_t q = 0; q < team; ++q) sum += bias_sums[q][col];
-        g.grad_bias[col] = sum;
-      }
-    }
-#pragma omp barrier
-  });
-  return true;
-}
-
-template <typename T>
-void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
-  // Walking back from the last step processed, each step's rows beyond those
-  // already filled ended there.
-  int64_t filled = 0;
-  for (int64_t k = a.T - 1; k >= 0 && filled < a.B; --k) {
-    const int64_t t = step_time(a, reverse, k);
-    const int64_t rows = a.rows[t];
-    if (rows > filled) {
-      std::memcpy(h_n + filled * a.Hout, y + (a.offset[t] + filled) * a.Hout,
-                  sizeof(T) * (rows - filled) * a.Hout);
-      filled = rows;
-    }
-  }
-}
-
+// h_prev: the state each row of steps k_begin..k_end-1 started from (y of the
+// previous step in this direction's order, or h0 where the row starts fresh),
+// step t's rows from row block_row[t] on.
 template <typename T>
 void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev,
                    const int64_t* block_row, int64_t k_begin, int64_t k_end) {
@@ -502,15 +405,238 @@ void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T*
   }
 }
 
-#define FUSED_LSTM_INSTANTIATE(T)                                                      \
-  template void lstm_forward_loop<T>(const LayerArgs&, bool, const ForwardLoop<T>&);   \
-  template void lstm_backward_loop<T>(const LayerArgs&, bool, const BackwardLoop<T>&,   \
-                                      int64_t, int64_t);                                 \
-  template void gather_final_hidden<T>(const LayerArgs&, bool, const T*, T*);          \
-  template void gather_h_prev<T>(const LayerArgs&, bool, const T*, const T*, T*,           \
-                                 const int64_t*, int64_t, int64_t);                        \
-  template bool lstm_backward_by_rows<T>(const LayerArgs&, bool, const BackwardLoop<T>&,   \
-                                         const BackwardGradients<T>&, int64_t);
+// The gradients of steps k_begin..k_end-1, whose rows are contiguous in x
+// and grad_x, from their d(gates) (in `dgates` as place_block lays them out):
+//   grad_x rows = dgates @ w_ih;  grad_w_ih^T (+)= x^T @ dgates;
+//   grad_w_hh^T (+)= h_prev^T @ dgates;  grad_bias += column sums of dgates.
+// The GEMMs are split over the threads when `threaded`.
+template <typename In>
+void steps_gradients(const LayerArgs& a, bool reverse, const BackwardGradients<In>& g,
+                     const In* dgates, In* h_prev, const int64_t* block_row, int64_t k_begin,
+                     int64_t k_end, bool accumulate, bool threaded) {
+  using T = Acc<In>;
+  const int64_t G = 4 * a.H, I = a.I, Hout = a.Hout;
+  const int64_t t0 = std::min(step_time(a, reverse, k_begin), step_time(a, reverse, k_end - 1));
+  const int64_t r0 = a.offset[t0];    // first row in x and grad_x
+  const int64_t b0 = block_row[t0];   // first row in dgates and h_prev
+  int64_t rows = 0;
+  for (int64_t t = t0; t < t0 + (k_end - k_begin); ++t) rows += a.rows[t];
+  const In* dg = dgates + b0 * G;
+  const In* hp = h_prev + b0 * Hout;
+  gather_h_prev<In>(a, reverse, g.y, g.h0, h_prev, block_row, k_begin, k_end);
+  const auto nn = threaded ? parallel_gemm_nn<In> : gemm_nn<In>;
+  const auto tn = threaded ? parallel_gemm_tn<In> : gemm_tn<In>;
+  nn(rows, I, G, dg, G, g.w_ih, I, g.grad_x + r0 * I, I, false);
+  tn(rows, I, G, g.x + r0 * I, I, dg, G, g.grad_w_ih_t, G, accumulate);
+  tn(rows, Hout, G, hp, Hout, dg, G, g.grad_w_hh_t, G, accumulate);
+  for (int64_t r = 0; r < (g.grad_bias ? rows : 0); ++r) {
+    const In* row = dg + r * G;
+    for (int64_t col = 0; col < G; ++col) g.grad_bias[col] += static_cast<T>(row[col]);
+  }
+}
+
+template <typename T>
+at::Tensor scratch(int64_t n) {
+  return at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// Each thread's own weight gradients ([I + Hout, 4H] in the accumulation type)
+// are read and written once per block; past this size they no longer sit in
+// L2 next to the block, and the whole-block GEMMs on all threads win.
+constexpr int64_t kMaxOwnWeightGradientBytes = 512 * 1024;
+
+// Route 1, where the batch rows are split between the threads: each runs the
+// steps on its own rows and turns its d(gates) into its rows of grad_x and
+// weight gradients of its own, block by block with no barrier; those are
+// added up at the end. Returns false, having done nothing, elsewhere.
+//
+// Timed interleaved in one process against the loop on split rows followed by
+// whole-block GEMMs on all threads (each in a parallel region of its own, on
+// rows the other core wrote): digits-rows (B = 64, I = 28, H = 64) training
+// -6%, its backward op 540 -> 495 us; long-seq (B = 16, I = 64, H = 128)
+// training -5%. float64 (I = H = 128) and bfloat16 (I = H = 256), whose own
+// gradients take 1 and 2 MiB per thread, ran 2% and 4% slower: hence the limit
+// (with one core slowed they were 11% and 5% faster).
+template <typename In>
+bool backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
+                      const BackwardGradients<In>& g, int64_t block_rows) {
+  using T = Acc<In>;
+  const int64_t P = row_split_threads(a, kMinParallelBackwardStepMacs, sizeof(In));
+  const int64_t G = 4 * a.H, I = a.I, Hout = a.Hout, W = I + Hout;
+  if (P <= 1 || W * G * int64_t(sizeof(T)) > kMaxOwnWeightGradientBytes) return false;
+  // Range p's block buffers: d(gates), x, h_prev ([cap, .] of In) and grad_x
+  // rows ([cap, I] of T), in place_block's order; then its own weight
+  // gradients ([I + Hout, 4H], w_ih's rows first) and column sums ([4H]).
+  const int64_t cap = std::max(block_rows / P, (a.B + P - 1) / P);
+  const int64_t in_size = cap * (G + I + Hout), acc_size = cap * I + W * G + G;
+  const at::Tensor in_buffers = scratch<In>(P * in_size);
+  const at::Tensor acc_buffers = scratch<T>(P * acc_size);
+  const auto own_sums = [&](int64_t p) { return acc_buffers.data_ptr<T>() + p * acc_size + cap * I; };
+  run_on_row_ranges(a, P, [&](const LayerArgs& sub, int64_t b0, int64_t p) {
+    In* dgates = in_buffers.data_ptr<In>() + p * in_size;
+    In* xs = dgates + cap * G;
+    In* hs = xs + cap * I;
+    T* dx = acc_buffers.data_ptr<T>() + p * acc_size;
+    T* w_ih_sum = own_sums(p);
+    T* w_hh_sum = w_ih_sum + I * G;
+    T* bias = w_ih_sum + W * G;
+    std::fill(w_ih_sum, bias + G, T(0));  // stays so where the range has no steps
+    std::vector<int64_t> block_row(a.T, 0);
+    BackwardLoop<In> loop = from_row(a, b, b0);
+    loop.dgates = dgates;
+    loop.block_row = block_row.data();
+    for (int64_t k_end = a.T; k_end > 0;) {
+      const int64_t k_begin = block_begin(sub, reverse, k_end, cap);
+      const int64_t rows = place_block(sub, reverse, k_begin, k_end, block_row.data());
+      backward_steps(sub, reverse, loop, k_begin, k_end, 0, 1, [] {});
+      // This range's rows of x and h_prev are one run per step: gathered into
+      // the block buffers, and grad_x scattered back from one.
+      gemm_nn<In>(rows, I, G, dgates, G, g.w_ih, I, dx, I, false);
+      for (int64_t k = k_begin; k < k_end; ++k) {
+        const int64_t t = step_time(sub, reverse, k), n = sub.rows[t];
+        std::memcpy(g.grad_x + sub.offset[t] * I, dx + block_row[t] * I, sizeof(T) * n * I);
+        std::memcpy(xs + block_row[t] * I, g.x + sub.offset[t] * I, sizeof(In) * n * I);
+      }
+      gather_h_prev<In>(sub, reverse, g.y, g.h0 + b0 * Hout, hs, block_row.data(), k_begin,
+                        k_end);
+      gemm_tn<In>(rows, I, G, xs, I, dgates, G, w_ih_sum, G, true);
+      gemm_tn<In>(rows, Hout, G, hs, Hout, dgates, G, w_hh_sum, G, true);
+      for (int64_t r = 0; r < (g.grad_bias ? rows : 0); ++r)
+        for (int64_t col = 0; col < G; ++col) bias[col] += static_cast<T>(dgates[r * G + col]);
+      k_end = k_begin;
+    }
+  });
+  // The outputs: the sums of all ranges.
+  at::parallel_for(0, W + 1, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* out = r < I ? g.grad_w_ih_t + r * G : r < W ? g.grad_w_hh_t + (r - I) * G : g.grad_bias;
+      if (!out) continue;  // no bias
+      std::fill(out, out + G, T(0));
+      for (int64_t p = 0; p < P; ++p) {
+        const T* add = own_sums(p) + r * G;
+        for (int64_t col = 0; col < G; ++col) out[col] += add[col];
+      }
+    }
+  });
+  return true;
+}
+
+// Rows the loop thread hands over at least at a time in route 2.
+constexpr int64_t kOverlapChunkRows = 16;
+// Route 2 from this many multiply-adds in the gradient GEMMs of a call.
+constexpr int64_t kMinOverlapMacs = 1024 * 1024;
+
+// Route 2, where the loop runs on one thread of several (small batch and
+// hidden size: a step too short to share, as at batch 1): one thread
+// runs the steps, and another turns each chunk of them into gradients as soon
+// as it is done, on its own core, instead of the threads sharing whole-block
+// GEMMs after the loop. Returns false, having done nothing, elsewhere.
+//
+// Timed interleaved in one process against route 3 (the loop, then the
+// block's GEMMs on two threads), backward op: T=50 B=1 I=H=128 -4% (the
+// training step -3%), T=200 B=1 -22%, T=50 B=1 I=H=64 -13%, B=32 I=H=32
+// -13%, B=4 I=H=64 -7%. With w_hh^T past L2 (B=1 I=H=256) it lost 5-13%: the
+// GEMM thread's weights then compete with the loop's for L3, hence the limit.
+template <typename In>
+bool backward_overlapped(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
+                         const BackwardGradients<In>& g, int64_t block_rows) {
+  const int64_t G = 4 * a.H;
+  if (at::get_num_threads() < 2 || at::in_parallel_region() ||
+      threads_for(a, kMinParallelBackwardStepMacs) > 1 ||
+      int64_t(sizeof(In)) * G * a.Hout > kMaxRowSplitWeightBytes ||
+      a.N * G * (a.I + 2 * a.Hout) < kMinOverlapMacs)
+    return false;
+  const int64_t cap = std::min(std::max(block_rows, a.B), a.N);
+  const at::Tensor dgates = scratch<In>(cap * G), h_prev = scratch<In>(cap * a.Hout);
+  std::vector<int64_t> block_row(a.T, 0);
+  BackwardLoop<In> loop = b;
+  loop.dgates = dgates.data_ptr<In>();
+  loop.block_row = block_row.data();
+  for (int64_t k_end = a.T; k_end > 0;) {
+    const int64_t k_begin = block_begin(a, reverse, k_end, cap);
+    place_block(a, reverse, k_begin, k_end, block_row.data());
+    alignas(64) std::atomic<int64_t> done{k_end};  // steps k >= done have their d(gates)
+#pragma omp parallel num_threads(2)
+    {
+      const int64_t team = omp_get_num_threads();
+      if (omp_get_thread_num() == 0) {
+        for (int64_t k = k_end - 1; k >= k_begin; --k) {
+          backward_steps(a, reverse, loop, k, k + 1, 0, 1, [] {});
+          done.store(k, std::memory_order_release);
+        }
+      }
+      if (omp_get_thread_num() == team - 1) {
+        // Chunks of steps [lo, hi), latest first: once the loop has passed at
+        // least kOverlapChunkRows rows (or the block's first step), all the
+        // steps it has passed.
+        for (int64_t hi = k_end; hi > k_begin;) {
+          const int64_t least = std::max(k_begin, block_begin(a, reverse, hi, kOverlapChunkRows));
+          int64_t lo = hi;
+          spin_until([&] { return (lo = done.load(std::memory_order_acquire)) <= least; });
+          steps_gradients<In>(a, reverse, g, loop.dgates, h_prev.data_ptr<In>(),
+                              block_row.data(), lo, hi, hi != a.T, false);
+          hi = lo;
+        }
+      }
+    }
+    k_end = k_begin;
+  }
+  return true;
+}
+
+// Route 3: per block, the loop on all the threads it warrants, then the
+// block's gradient GEMMs split over all threads.
+template <typename In>
+void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
+                        const BackwardGradients<In>& g, int64_t block_rows) {
+  const int64_t G = 4 * a.H;
+  const int64_t cap = std::min(std::max(block_rows, a.B), a.N);
+  const at::Tensor dgates = scratch<In>(cap * G), h_prev = scratch<In>(cap * a.Hout);
+  std::vector<int64_t> block_row(a.T, 0);
+  BackwardLoop<In> loop = b;
+  loop.dgates = dgates.data_ptr<In>();
+  loop.block_row = block_row.data();
+  for (int64_t k_end = a.T; k_end > 0;) {
+    const int64_t k_begin = block_begin(a, reverse, k_end, cap);
+    place_block(a, reverse, k_begin, k_end, block_row.data());
+    backward_loop(a, reverse, loop, k_begin, k_end);
+    steps_gradients<In>(a, reverse, g, loop.dgates, h_prev.data_ptr<In>(), block_row.data(),
+                        k_begin, k_end, k_end != a.T, true);
+    k_end = k_begin;
+  }
+}
+
+}  // namespace
+
+template <typename In>
+void lstm_backward(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
+                   const BackwardGradients<In>& g, int64_t block_rows) {
+  if (backward_by_rows(a, reverse, b, g, block_rows)) return;
+  if (backward_overlapped(a, reverse, b, g, block_rows)) return;
+  backward_in_blocks(a, reverse, b, g, block_rows);
+}
+
+template <typename T>
+void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
+  // Walking back from the last step processed, each step's rows beyond those
+  // already filled ended there.
+  int64_t filled = 0;
+  for (int64_t k = a.T - 1; k >= 0 && filled < a.B; --k) {
+    const int64_t t = step_time(a, reverse, k);
+    const int64_t rows = a.rows[t];
+    if (rows > filled) {
+      std::memcpy(h_n + filled * a.Hout, y + (a.offset[t] + filled) * a.Hout,
+                  sizeof(T) * (rows - filled) * a.Hout);
+      filled = rows;
+    }
+  }
+}
+
+#define FUSED_LSTM_INSTANTIATE(T)                                                        \
+  template void lstm_forward_loop<T>(const LayerArgs&, bool, const ForwardLoop<T>&);     \
+  template void lstm_backward<T>(const LayerArgs&, bool, const BackwardLoop<T>&,         \
+                                 const BackwardGradients<T>&, int64_t);                  \
+  template void gather_final_hidden<T>(const LayerArgs&, bool, const T*, T*);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 FUSED_LSTM_INSTANTIATE(c10::BFloat16)

@@ -1,11 +1,9 @@
 // The CPU time loops of one LSTM layer direction, on raw row-major buffers.
 //
-// The binding (lstm_cpu.cpp) does the whole-sequence work around these loops:
-// the input projection of all steps before the forward loop, and the weight
-// and input gradients after each block of backward steps; except where the
-// batch rows are split between the threads, where each thread does its rows'
-// share of those too (lstm_backward_by_rows). The loops hold what must run
-// step by step, with no allocation inside.
+// The binding (lstm_cpu.cpp) does the whole-sequence work around the forward
+// loop (the input projection of all steps where it runs before the loop);
+// lstm_backward holds the backward loop and the gradient GEMMs of its blocks.
+// The loops hold what must run step by step, with no allocation inside.
 //
 // Gate columns are in the blocked order of gate_layout.h.
 //
@@ -58,28 +56,12 @@ struct BackwardLoop {
   const T* c0;      // [B, H]
   T* dh;            // [B, Hout] in: grad_h_n; out: grad_h0
   T* dc;            // [B, H]    in: grad_c_n; out: grad_c0
-  In* dgates;       // [rows of the steps run, 4H] blocked. out: dL/d(gate pre-activations);
-                    // step t's rows land from row block_row[t] on (place_block below)
+  In* dgates;       // [rows of a block, 4H] blocked. out: dL/d(gate pre-activations);
+                    // step t's rows land from row block_row[t] on (set by lstm_backward)
   const int64_t* block_row;
   T* dh_total;      // [N, Hout] out: dL/dh of every step (projection only), else null
   T* dh_raw;        // [B, H] workspace (projection only), else null
 };
-
-// Runs the backward steps k_end - 1 down to k_begin (k counts steps in this
-// direction's processing order); dh and dc carry over between calls.
-template <typename In>
-void lstm_backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                        int64_t k_begin, int64_t k_end);
-
-// Backward runs its steps in blocks of about block_rows rows. The block ending
-// at step k_end - 1 starts at the step this returns.
-int64_t block_begin(const LayerArgs& a, bool reverse, int64_t k_end, int64_t block_rows);
-
-// Lays the rows of steps k_begin..k_end-1 out in a block buffer, in time
-// order: block_row[t] is the buffer row of step t's first row (block_row is
-// indexed by time, a.T long). Returns the block's row count.
-int64_t place_block(const LayerArgs& a, bool reverse, int64_t k_begin, int64_t k_end,
-                    int64_t* block_row);
 
 // What backward turns d(gates) into, block by block.
 template <typename In, typename T = Acc<In>>
@@ -91,28 +73,24 @@ struct BackwardGradients {
   T* grad_x;          // [N, I] out
   T* grad_w_ih_t;     // [I, 4H] blocked columns, out
   T* grad_w_hh_t;     // [Hout, 4H] blocked columns, out
-  T* grad_bias;       // [4H] blocked, out: column sums of d(gates); null without bias
+  T* grad_bias;       // [4H] blocked, in: zeros; out: column sums of d(gates); null without bias
 };
 
-// The whole backward where the batch rows are split between the threads (see
-// lstm_time_loop.cpp): each thread runs the steps on its own rows, turns its
-// d(gates) into its rows of grad_x and weight gradients of its own, block by
-// block with no barrier, and the threads add their weight gradients up at the
-// end. Returns false, having done nothing, where the rows are not split.
+// The backward of the whole sequence: the steps, from the last back to the
+// first, in blocks of about block_rows rows, each block's d(gates) turned into
+// gradients while it is still in cache. Three routes (lstm_time_loop.cpp):
+// where the batch rows are split between the threads, each thread does its
+// rows' share of everything; where the steps run on one thread (batch 1),
+// another thread turns each finished chunk of steps into gradients meanwhile;
+// elsewhere the loop and then the block's GEMMs run on all threads.
+// b.dgates and b.block_row are set here.
 template <typename In>
-bool lstm_backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                           const BackwardGradients<In>& g, int64_t block_rows);
+void lstm_backward(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
+                   const BackwardGradients<In>& g, int64_t block_rows);
 
 // h_n: [B, Hout], each row's state after its last step, gathered from y: [N, Hout].
 template <typename T>
 void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n);
-
-// h_prev: the state each row of steps k_begin..k_end-1 started from (y of the
-// previous step in this direction's order, or h0 where the row starts fresh),
-// step t's rows from row block_row[t] on (place_block).
-template <typename T>
-void gather_h_prev(const LayerArgs& a, bool reverse, const T* y, const T* h0, T* h_prev,
-                   const int64_t* block_row, int64_t k_begin, int64_t k_end);
 
 // Time index of the k-th step a direction processes.
 inline int64_t step_time(const LayerArgs& a, bool reverse, int64_t k) {

@@ -306,6 +306,14 @@ lstm_bidirectional_layer_forward_cpu(
     const OptTensor& w_hr, const Tensor& w_ih_r, const Tensor& w_hh_r, const OptTensor& b_ih_r,
     const OptTensor& b_hh_r, const OptTensor& w_hr_r, bool need_backward) {
   check_bidirectional_state(h0, c0);
+  const int64_t Hout = h0.size(2);
+  // y: [T, B, 2 Hout] (or [N, 2 Hout]), each direction's half copied in by
+  // its own thread as soon as it is done. Against at::cat afterwards, on one
+  // thread, timed interleaved in one process: sentiment inference -1.5%,
+  // training -3%.
+  std::vector<int64_t> y_size(x.sizes().begin(), x.sizes().end());
+  y_size.back() = 2 * Hout;
+  Tensor y = at::empty(y_size, x.options());
   std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> out[2];
   at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
     for (int64_t d = begin; d < end; ++d) {
@@ -313,11 +321,13 @@ lstm_bidirectional_layer_forward_cpu(
                                                b_hh, w_hr, false, need_backward)
                       : lstm_layer_forward_cpu(x, batch_sizes, h0[1], c0[1], w_ih_r, w_hh_r,
                                                b_ih_r, b_hh_r, w_hr_r, true, need_backward);
+      y.narrow(-1, d * Hout, Hout).copy_(std::get<0>(out[d]));
+      std::get<0>(out[d]) = Tensor();
     }
   });
   auto& [y0, h0n, c0n, g0, s0] = out[0];
   auto& [y1, h1n, c1n, g1, s1] = out[1];
-  return {at::cat({y0, y1}, -1), at::stack({h0n, h1n}), at::stack({c0n, c1n}), g0, s0, g1, s1};
+  return {y, at::stack({h0n, h1n}), at::stack({c0n, c1n}), g0, s0, g1, s1};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,

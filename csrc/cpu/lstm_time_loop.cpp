@@ -526,11 +526,11 @@ constexpr int64_t kOverlapChunkRows = 16;
 // Route 2 from this many multiply-adds in the gradient GEMMs of a call.
 constexpr int64_t kMinOverlapMacs = 1024 * 1024;
 
-// Route 2, where the loop runs on one thread of several (small batch and
-// hidden size: a step too short to share, as at batch 1): one thread
-// runs the steps, and another turns each chunk of them into gradients as soon
-// as it is done, on its own core, instead of the threads sharing whole-block
-// GEMMs after the loop. Returns false, having done nothing, elsewhere.
+// Route 2 applies where the loop runs on one thread of several (small batch
+// and hidden size: a step too short to share, as at batch 1): in each block
+// one thread runs the steps, and another turns each chunk of them into
+// gradients as soon as it is done, on its own core, instead of the threads
+// sharing the block's GEMMs after the loop.
 //
 // Timed interleaved in one process against route 3 (the loop, then the
 // block's GEMMs on two threads), backward op: T=50 B=1 I=H=128 -4% (the
@@ -538,57 +538,51 @@ constexpr int64_t kMinOverlapMacs = 1024 * 1024;
 // -13%, B=4 I=H=64 -7%. With w_hh^T past L2 (B=1 I=H=256) it lost 5-13%: the
 // GEMM thread's weights then compete with the loop's for L3, hence the limit.
 template <typename In>
-bool backward_overlapped(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                         const BackwardGradients<In>& g, int64_t block_rows) {
+bool overlap_applies(const LayerArgs& a) {
   const int64_t G = 4 * a.H;
-  if (at::get_num_threads() < 2 || at::in_parallel_region() ||
-      threads_for(a, kMinParallelBackwardStepMacs) > 1 ||
-      int64_t(sizeof(In)) * G * a.Hout > kMaxRowSplitWeightBytes ||
-      a.N * G * (a.I + 2 * a.Hout) < kMinOverlapMacs)
-    return false;
-  const int64_t cap = std::min(std::max(block_rows, a.B), a.N);
-  const at::Tensor dgates = scratch<In>(cap * G), h_prev = scratch<In>(cap * a.Hout);
-  std::vector<int64_t> block_row(a.T, 0);
-  BackwardLoop<In> loop = b;
-  loop.dgates = dgates.data_ptr<In>();
-  loop.block_row = block_row.data();
-  for (int64_t k_end = a.T; k_end > 0;) {
-    const int64_t k_begin = block_begin(a, reverse, k_end, cap);
-    place_block(a, reverse, k_begin, k_end, block_row.data());
-    alignas(64) std::atomic<int64_t> done{k_end};  // steps k >= done have their d(gates)
-#pragma omp parallel num_threads(2)
-    {
-      const int64_t team = omp_get_num_threads();
-      if (omp_get_thread_num() == 0) {
-        for (int64_t k = k_end - 1; k >= k_begin; --k) {
-          backward_steps(a, reverse, loop, k, k + 1, 0, 1, [] {});
-          done.store(k, std::memory_order_release);
-        }
-      }
-      if (omp_get_thread_num() == team - 1) {
-        // Chunks of steps [lo, hi), latest first: once the loop has passed at
-        // least kOverlapChunkRows rows (or the block's first step), all the
-        // steps it has passed.
-        for (int64_t hi = k_end; hi > k_begin;) {
-          const int64_t least = std::max(k_begin, block_begin(a, reverse, hi, kOverlapChunkRows));
-          int64_t lo = hi;
-          spin_until([&] { return (lo = done.load(std::memory_order_acquire)) <= least; });
-          steps_gradients<In>(a, reverse, g, loop.dgates, h_prev.data_ptr<In>(),
-                              block_row.data(), lo, hi, hi != a.T, false);
-          hi = lo;
-        }
-      }
-    }
-    k_end = k_begin;
-  }
-  return true;
+  return at::get_num_threads() >= 2 && !at::in_parallel_region() &&
+         threads_for(a, kMinParallelBackwardStepMacs) == 1 &&
+         int64_t(sizeof(In)) * G * a.Hout <= kMaxRowSplitWeightBytes &&
+         a.N * G * (a.I + 2 * a.Hout) >= kMinOverlapMacs;
 }
 
-// Route 3: per block, the loop on all the threads it warrants, then the
-// block's gradient GEMMs split over all threads.
+// Route 2's block: steps k_end - 1 .. k_begin on one thread, their gradients on another.
+template <typename In>
+void overlapped_block(const LayerArgs& a, bool reverse, const BackwardLoop<In>& loop,
+                      const BackwardGradients<In>& g, In* h_prev, int64_t k_begin,
+                      int64_t k_end) {
+  alignas(64) std::atomic<int64_t> done{k_end};  // steps k >= done have their d(gates)
+#pragma omp parallel num_threads(2)
+  {
+    const int64_t team = omp_get_num_threads();
+    if (omp_get_thread_num() == 0) {
+      for (int64_t k = k_end - 1; k >= k_begin; --k) {
+        backward_steps(a, reverse, loop, k, k + 1, 0, 1, [] {});
+        done.store(k, std::memory_order_release);
+      }
+    }
+    if (omp_get_thread_num() == team - 1) {
+      // Chunks of steps [lo, hi), latest first: once the loop has passed at
+      // least kOverlapChunkRows rows (or the block's first step), all the
+      // steps it has passed.
+      for (int64_t hi = k_end; hi > k_begin;) {
+        const int64_t least = std::max(k_begin, block_begin(a, reverse, hi, kOverlapChunkRows));
+        int64_t lo = hi;
+        spin_until([&] { return (lo = done.load(std::memory_order_acquire)) <= least; });
+        steps_gradients<In>(a, reverse, g, loop.dgates, h_prev, loop.block_row, lo, hi,
+                            hi != a.T, false);
+        hi = lo;
+      }
+    }
+  }
+}
+
+// Routes 2 and 3, block by block; route 3: the loop on all the threads it
+// warrants, then the block's gradient GEMMs split over all threads.
 template <typename In>
 void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                         const BackwardGradients<In>& g, int64_t block_rows) {
+  const bool overlap = overlap_applies<In>(a);
   const int64_t G = 4 * a.H;
   const int64_t cap = std::min(std::max(block_rows, a.B), a.N);
   const at::Tensor dgates = scratch<In>(cap * G), h_prev = scratch<In>(cap * a.Hout);
@@ -599,9 +593,13 @@ void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>
   for (int64_t k_end = a.T; k_end > 0;) {
     const int64_t k_begin = block_begin(a, reverse, k_end, cap);
     place_block(a, reverse, k_begin, k_end, block_row.data());
-    backward_loop(a, reverse, loop, k_begin, k_end);
-    steps_gradients<In>(a, reverse, g, loop.dgates, h_prev.data_ptr<In>(), block_row.data(),
-                        k_begin, k_end, k_end != a.T, true);
+    if (overlap) {
+      overlapped_block(a, reverse, loop, g, h_prev.data_ptr<In>(), k_begin, k_end);
+    } else {
+      backward_loop(a, reverse, loop, k_begin, k_end);
+      steps_gradients<In>(a, reverse, g, loop.dgates, h_prev.data_ptr<In>(), block_row.data(),
+                          k_begin, k_end, k_end != a.T, true);
+    }
     k_end = k_begin;
   }
 }
@@ -611,9 +609,7 @@ void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>
 template <typename In>
 void lstm_backward(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                    const BackwardGradients<In>& g, int64_t block_rows) {
-  if (backward_by_rows(a, reverse, b, g, block_rows)) return;
-  if (backward_overlapped(a, reverse, b, g, block_rows)) return;
-  backward_in_blocks(a, reverse, b, g, block_rows);
+  if (!backward_by_rows(a, reverse, b, g, block_rows)) backward_in_blocks(a, reverse, b, g, block_rows);
 }
 
 template <typename T>

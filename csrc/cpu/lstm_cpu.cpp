@@ -1,5 +1,6 @@
-// CPU binding of the fused_lstm ops: turns tensors into the time loops of
-// lstm_time_loop.cpp and runs the whole-sequence GEMMs around them.
+// CPU binding of the fused_lstm ops: turns tensors into the forward time loop
+// and the backward of lstm_time_loop.cpp, with the forward's whole-sequence
+// input GEMM and the weight layouts around them.
 //
 // float16 inputs run in float32 (gates, cells and accumulation) and are
 // rounded back to float16 on the way out. bfloat16 inputs do the same where the
@@ -225,8 +226,8 @@ BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tens
   const Tensor dh_total = a.has_proj ? at::empty({a.N, a.Hout}, opts) : Tensor();
   const Tensor dh_raw = a.has_proj ? at::empty({a.B, a.H}, opts) : Tensor();
   Tensor grad_x = with_huge_pages(at::empty({a.N, a.I}, opts));
-  // [I, 4H] and [Hout, 4H], blocked columns; the first block's GEMMs write
-  // them, the others add to them (a length-0 call has no block: zeros)
+  // [I, 4H] and [Hout, 4H], blocked columns, written by lstm_backward (a
+  // length-0 call has no steps: zeros)
   Tensor grad_w_ih_t = a.T > 0 ? at::empty({a.I, G}, opts) : at::zeros({a.I, G}, opts);
   Tensor grad_w_hh_t = a.T > 0 ? at::empty({a.Hout, G}, opts) : at::zeros({a.Hout, G}, opts);
   Tensor grad_w_ih, grad_w_hh;  // [4H, I], [4H, Hout] natural rows, made at the end
@@ -241,7 +242,8 @@ BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tens
   const BackwardGradients<In> grads{x2.data_ptr<In>(),         y2.data_ptr<In>(),
                                     h0_c.data_ptr<In>(),       w_ih_b.data_ptr<In>(),
                                     grad_x.data_ptr<T>(),      grad_w_ih_t.data_ptr<T>(),
-                                    grad_w_hh_t.data_ptr<T>(), a.has_bias ? bias_sums.data() : nullptr};
+                                    grad_w_hh_t.data_ptr<T>(),
+                                    a.has_bias ? bias_sums.data() : nullptr};
   lstm_backward<In>(a, reverse, b, grads, kBackwardBlockRows);
   // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
   // so the natural-order gradients can take their memory).

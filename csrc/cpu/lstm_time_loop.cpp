@@ -471,7 +471,9 @@ bool backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& 
   const int64_t in_size = cap * (G + I + Hout), acc_size = cap * I + W * G + G;
   const at::Tensor in_buffers = scratch<In>(P * in_size);
   const at::Tensor acc_buffers = scratch<T>(P * acc_size);
-  const auto own_sums = [&](int64_t p) { return acc_buffers.data_ptr<T>() + p * acc_size + cap * I; };
+  const auto own_sums = [&](int64_t p) {
+    return acc_buffers.data_ptr<T>() + p * acc_size + cap * I;
+  };
   run_on_row_ranges(a, P, [&](const LayerArgs& sub, int64_t b0, int64_t p) {
     In* dgates = in_buffers.data_ptr<In>() + p * in_size;
     In* xs = dgates + cap * G;
@@ -509,7 +511,9 @@ bool backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& 
   // The outputs: the sums of all ranges.
   at::parallel_for(0, W + 1, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      T* out = r < I ? g.grad_w_ih_t + r * G : r < W ? g.grad_w_hh_t + (r - I) * G : g.grad_bias;
+      T* out = r < I   ? g.grad_w_ih_t + r * G
+               : r < W ? g.grad_w_hh_t + (r - I) * G
+                       : g.grad_bias;
       if (!out) continue;  // no bias
       std::fill(out, out + G, T(0));
       for (int64_t p = 0; p < P; ++p) {
@@ -609,7 +613,9 @@ void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>
 template <typename In>
 void lstm_backward(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                    const BackwardGradients<In>& g, int64_t block_rows) {
-  if (!backward_by_rows(a, reverse, b, g, block_rows)) backward_in_blocks(a, reverse, b, g, block_rows);
+  if (!backward_by_rows(a, reverse, b, g, block_rows)) {
+    backward_in_blocks(a, reverse, b, g, block_rows);
+  }
 }
 
 template <typename T>

@@ -56,8 +56,10 @@ def _worker(rank, init_file, data_file, out_dir):
         half = data["x"].shape[0] // WORLD
         rows = slice(rank * half, (rank + 1) * half)  # each rank gets half of the batch
         losses = train(ddp, data["x"][rows], data["target"][rows], STEPS)
-        torch.save({"state": model.state_dict(), "losses": losses},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        # Saved under a temporary name first, so the file exists only once complete.
+        path = os.path.join(out_dir, f"rank{rank}.pt")
+        torch.save({"state": model.state_dict(), "losses": losses}, path + ".part")
+        os.replace(path + ".part", path)
         # Leave together: a rank tearing down gloo while its peer is still using the
         # connection aborts the peer ("terminate called without an active exception").
         dist.barrier()
@@ -74,8 +76,17 @@ def test_ddp_matches_single_process(tmp_path):
     data_file = str(tmp_path / "data.pt")
     torch.save({"init": init, "x": x, "target": target}, data_file)
 
-    mp.spawn(_worker, args=(str(tmp_path / "init"), data_file, str(tmp_path)), nprocs=WORLD,
-             join=True)
+    try:
+        mp.spawn(_worker, args=(str(tmp_path / "init"), data_file, str(tmp_path)),
+                 nprocs=WORLD, join=True)
+    except mp.ProcessExitedException as e:
+        # Even after the barrier, gloo sometimes aborts a rank while the contexts are torn
+        # down (a known gloo shutdown race: a barrier followed by context destruction).
+        # Every rank has then finished training and saved its results, which is what
+        # this test checks; any other failure, or a rank without results, still fails it.
+        saved = all((tmp_path / f"rank{r}.pt").exists() for r in range(WORLD))
+        if e.signal_name != "SIGABRT" or not saved:
+            raise
 
     # DDP averages the ranks' gradients of their half-batch means: that is the gradient of
     # the mean over the whole batch, so one process trains on all of it with the mean loss.

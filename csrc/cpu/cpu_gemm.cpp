@@ -237,7 +237,9 @@ void gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* 
   // panels first. Timed interleaved in one process: sentiment training -5%,
   // fastrnns -2% (its two weight-gradient GEMMs -5% each); at 1-2 KiB strides
   // (digits-rows, long-seq) the copy cost 4-7%, so it stays out there.
-  const int64_t rows = tn_panel_rows<T>();
+  // Panels no longer than R: the short calls of the backward's chunks and
+  // per-thread blocks would otherwise allocate and zero a full panel each.
+  const int64_t rows = std::max<int64_t>(1, std::min(tn_panel_rows<T>(), R));
   constexpr int64_t kPanel = kBrgemmN;
   const bool pack_b = std::is_same_v<T, float> && use_brgemm &&
                       ldb * int64_t(sizeof(T)) >= kMinPackedStrideBytes;
@@ -269,7 +271,9 @@ void gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10::BFloat16
   // The reduction runs over rows r, so both operands are paired along r: the
   // words of A[r0:r1, :] are A^T pair-packed (read with a_row = 4 bytes,
   // a_pair = 4 * K), those of B[r0:r1, :] the pair-packed B.
-  const int64_t rows = tn_panel_rows<c10::BFloat16>();
+  // Rows in pairs, and no more than R (rounded up to a pair) as above.
+  const int64_t rows =
+      std::max<int64_t>(2, std::min(tn_panel_rows<c10::BFloat16>(), (R + 1) / 2 * 2));
   std::vector<uint32_t> a_words(static_cast<size_t>(K * rows / 2));
   std::vector<uint32_t> b_words(static_cast<size_t>(N * rows / 2));
   if (R == 0 && !accumulate) zero_rows(C, ldc, K, N);

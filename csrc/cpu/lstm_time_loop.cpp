@@ -6,10 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <memory>
-#include <numeric>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>

@@ -1,5 +1,6 @@
 """Shared test helpers: paired modules, random inputs, error measures."""
 
+import contextlib
 import itertools
 
 import torch
@@ -19,6 +20,18 @@ GRID = list(itertools.product(
     [0, 3],             # proj_size
     [False, True],      # hx given
 ))
+
+
+@contextlib.contextmanager
+def at_least_two_threads():
+    """Runs the block with torch's intra-op threads raised to two or more (the CPU
+    kernels only split their loops between threads then), restoring them after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from helpers import make_pair
+from helpers import at_least_two_threads, make_pair
 
 CASES = {
     # name: (module config, T, B, packed)
@@ -41,9 +41,7 @@ def errors(model, x, hx, g):
 @pytest.mark.parametrize("case", list(CASES))
 def test_bfloat16_within_nn_lstm_error(case):
     cfg, T, B, packed = CASES[case]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(2, threads))
-    try:
+    with at_least_two_threads():
         ref, fused = make_pair(torch.float32, seed=11, **cfg)
         with torch.no_grad():
             for p in ref.parameters():
@@ -82,5 +80,3 @@ def test_bfloat16_within_nn_lstm_error(case):
             assert rel(a, w) <= 1.5 * rel(r, w) + 1e-3, (name, rel(a, w), rel(r, w))
         for (name, _), a, r, w in zip(fused.named_parameters(), g_got, g_ref, g_want):
             assert rel(a, w) <= 1.5 * rel(r, w) + 1e-3, (name, rel(a, w), rel(r, w))
-    finally:
-        torch.set_num_threads(threads)

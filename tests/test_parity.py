@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from helpers import GRID, assert_same_run, make_pair, rel_err
+from helpers import GRID, assert_same_run, at_least_two_threads, make_pair, rel_err
 
 
 
@@ -150,9 +150,7 @@ def test_threaded_kernels_with_several_gate_chunks(dtype, split, case):
     chunked gate layout and the projection's column split.
     """
     H, P = SPLITS[split]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(2, threads))
-    try:
+    with at_least_two_threads():
         proj = P if "proj" in case else 0
         # one direction: a bidirectional layer in training runs each direction
         # single-threaded on a core of its own
@@ -181,17 +179,13 @@ def test_threaded_kernels_with_several_gate_chunks(dtype, split, case):
             hx = (torch.randn(2, 32, proj or H, dtype=dtype, requires_grad=True),
                   torch.randn(2, 32, H, dtype=dtype, requires_grad=True))
         assert_same_run(ref, fused, x, hx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_threaded_forward_at_batch_one(dtype):
     """One row per step: the forward loop splits a step over threads from 64K
     multiply-adds (H = 128), the backward loop keeps it on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(2, threads))
-    try:
+    with at_least_two_threads():
         ref, fused = make_pair(dtype, seed=6, input_size=9, hidden_size=128)
         with torch.no_grad():
             for p in ref.parameters():
@@ -199,8 +193,6 @@ def test_threaded_forward_at_batch_one(dtype):
         fused.load_state_dict(ref.state_dict())
         x = torch.randn(30, 9, dtype=dtype, requires_grad=True)
         assert_same_run(ref, fused, x)
-    finally:
-        torch.set_num_threads(threads)
 
 
 # (T, B, H, projection size) that put the backward on each of its threaded
@@ -224,9 +216,7 @@ def test_threaded_backward_routes_over_several_blocks(route, case, reverse):
     from fused_lstm.ops import lstm_layer
     from fused_lstm.reference import lstm_layer_reference
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(2, threads))
-    try:
+    with at_least_two_threads():
         gen = torch.Generator().manual_seed(11)
 
         def randn(*shape, scale=1.0):
@@ -256,5 +246,3 @@ def test_threaded_backward_routes_over_several_blocks(route, case, reverse):
         want_grads = torch.autograd.grad(want, tensors, grad_outs)
         for g, r in zip([*got, *got_grads], [*want, *want_grads]):
             assert rel_err(g, r) <= 1e-10
-    finally:
-        torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
-// Per-step pointwise CUDA kernels of the fused LSTM (see lstm_cuda_kernels.h).
+// Per-step CUDA kernels of the fused LSTM (see lstm_cuda_kernels.h).
 //
-// Every kernel walks a [rows, cols] grid of elements: threadIdx.x/blockIdx.x
+// The pointwise kernels walk a [rows, cols] grid of elements: threadIdx.x/blockIdx.x
 // over the hidden columns (so a warp touches consecutive addresses of one row,
 // and the four gates of a column sit H apart), threadIdx.y/blockIdx.y over the
 // rows, both with grid-stride loops so any size fits the grid limits. All
@@ -154,7 +154,271 @@ __global__ void gather_rows_kernel(
   }
 }
 
+// ---- steps with the recurrent product inside ----
+
+constexpr int kStepRows = 8;     // batch rows per thread block
+constexpr int kStepWarps = 8;    // warps per thread block
+constexpr int kStepThreads = 32 * kStepWarps;
+constexpr int kStepChunk = 256;  // reduction elements staged in shared memory at a time
+constexpr int kBwdUnitsPerWarp = 4;
+constexpr int kBwdUnits = kStepWarps * kBwdUnitsPerWarp;  // hidden units per backward block
+
+// Sum over the warp, left in every lane.
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
+  return v;
+}
+
+// Grid: x over blocks of kStepWarps hidden units (one per warp), y over blocks
+// of kStepRows batch rows. A warp's lanes stride along H: each lane reads the
+// four gate rows of its unit (coalesced) and the block's h rows from shared
+// memory, so each weight feeds 8 rows and each shared load 4 gates.
+template <typename acc_t, typename out_t>
+__global__ void __launch_bounds__(kStepThreads) forward_step_kernel(
+    int64_t rows, int64_t H,
+    acc_t* __restrict__ pre, int64_t pre_ld,
+    const acc_t* __restrict__ w_hh,
+    const acc_t* __restrict__ h_prev, int64_t h_prev_ld, int64_t h_prev_rows,
+    const acc_t* __restrict__ h_init, int64_t h_init_ld,
+    acc_t* __restrict__ c, int64_t c_ld,
+    acc_t* __restrict__ c_save, int64_t c_save_ld,
+    acc_t* __restrict__ h_out, int64_t h_out_ld,
+    acc_t* __restrict__ h_last, int64_t h_last_ld,
+    out_t* __restrict__ y, int64_t y_ld,
+    bool save_gates) {
+  __shared__ acc_t h_tile[kStepRows][kStepChunk];  // h_prev rows of the block, one chunk of H
+  __shared__ acc_t sums[4][kStepRows][kStepWarps];  // h_prev @ w_hh^T per gate, row, unit
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kStepRows;
+  const int64_t unit0 = static_cast<int64_t>(blockIdx.x) * kStepWarps;
+  const int64_t j = unit0 + warp;
+  acc_t acc[4][kStepRows];
+#pragma unroll
+  for (int g = 0; g < 4; ++g) {
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) acc[g][r] = acc_t(0);
+  }
+  for (int64_t k0 = 0; k0 < H; k0 += kStepChunk) {
+    const int kc = static_cast<int>(H - k0 < kStepChunk ? H - k0 : kStepChunk);
+    __syncthreads();  // every warp is done with the previous chunk
+    for (int e = threadIdx.x; e < kStepRows * kStepChunk; e += kStepThreads) {
+      const int r = e / kStepChunk, k = e % kStepChunk;
+      const int64_t R = row0 + r;
+      acc_t v = acc_t(0);
+      if (R < rows && k < kc) {
+        v = R < h_prev_rows ? h_prev[R * h_prev_ld + k0 + k] : h_init[R * h_init_ld + k0 + k];
+      }
+      h_tile[r][k] = v;
+    }
+    __syncthreads();
+    if (j < H) {
+      const acc_t* w = w_hh + j * H + k0;  // gate g's row of unit j starts g * H * H later
+#pragma unroll 2
+      for (int k = lane; k < kc; k += 32) {
+        acc_t wg[4];
+#pragma unroll
+        for (int g = 0; g < 4; ++g) wg[g] = w[g * H * H + k];
+#pragma unroll
+        for (int r = 0; r < kStepRows; ++r) {
+          const acc_t hv = h_tile[r][k];
+#pragma unroll
+          for (int g = 0; g < 4; ++g) acc[g][r] += wg[g] * hv;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < 4; ++g) {
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) {
+      const acc_t s = warp_sum(acc[g][r]);
+      if (lane == 0) sums[g][r][warp] = s;
+    }
+  }
+  __syncthreads();
+  // Pointwise: thread t takes row t / kStepWarps, unit t % kStepWarps, so
+  // neighbouring threads touch neighbouring columns.
+  if (threadIdx.x >= kStepRows * kStepWarps) return;
+  const int r = threadIdx.x / kStepWarps, u = threadIdx.x % kStepWarps;
+  const int64_t R = row0 + r, jj = unit0 + u;
+  if (R >= rows || jj >= H) return;
+  acc_t* p = pre + R * pre_ld;
+  const acc_t i = gate_sigmoid(p[jj] + sums[0][r][u]);
+  const acc_t f = gate_sigmoid(p[H + jj] + sums[1][r][u]);
+  const acc_t g = gate_tanh(p[2 * H + jj] + sums[2][r][u]);
+  const acc_t o = gate_sigmoid(p[3 * H + jj] + sums[3][r][u]);
+  acc_t* c_elem = c + R * c_ld + jj;
+  const acc_t c_new = lstm_cell_state(i, f, g, *c_elem);
+  const acc_t h_new = lstm_hidden(o, gate_tanh(c_new));
+  *c_elem = c_new;
+  if (c_save != nullptr) c_save[R * c_save_ld + jj] = c_new;
+  h_out[R * h_out_ld + jj] = h_new;
+  if (h_last != nullptr) h_last[R * h_last_ld + jj] = h_new;
+  if (y != nullptr) store_out(y + R * y_ld + jj, h_new);
+  if (save_gates) {
+    p[jj] = i;
+    p[H + jj] = f;
+    p[2 * H + jj] = g;
+    p[3 * H + jj] = o;
+  }
+}
+
+// Grid: x over blocks of kBwdUnits hidden units (kBwdUnitsPerWarp per warp), y
+// over blocks of kStepRows batch rows. Lanes stride along 4H: each reads its
+// units' rows of w_hh^T (coalesced) and the block's d(gates) rows of the next
+// step from shared memory.
+template <typename acc_t>
+__global__ void __launch_bounds__(kStepThreads) backward_step_kernel(
+    int64_t rows, int64_t H,
+    const acc_t* __restrict__ dg_next, int64_t dg_next_ld, int64_t dg_next_rows,
+    const acc_t* __restrict__ dh_init, int64_t dh_init_ld,
+    const acc_t* __restrict__ w_hh_t,
+    const acc_t* __restrict__ act, int64_t act_ld,
+    const acc_t* __restrict__ c, int64_t c_ld,
+    const acc_t* __restrict__ c_prev, int64_t c_prev_ld, int64_t c_prev_rows,
+    const acc_t* __restrict__ c_init, int64_t c_init_ld,
+    const acc_t* __restrict__ dh2, int64_t dh2_ld,
+    acc_t* __restrict__ dc, int64_t dc_ld,
+    acc_t* __restrict__ dgates, int64_t dgates_ld,
+    acc_t* __restrict__ dg_last, int64_t dg_last_ld) {
+  __shared__ acc_t dg_tile[kStepRows][kStepChunk];  // d(gates) rows of the next step, one chunk
+  __shared__ acc_t sums[kStepRows][kBwdUnits];      // dg_next @ w_hh per row, unit
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t G = 4 * H;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kStepRows;
+  const int64_t unit0 = static_cast<int64_t>(blockIdx.x) * kBwdUnits;
+  const int64_t j0 = unit0 + warp * kBwdUnitsPerWarp;  // this warp's first unit
+  const int64_t from_next = rows < dg_next_rows ? rows : dg_next_rows;
+  acc_t acc[kBwdUnitsPerWarp][kStepRows];
+#pragma unroll
+  for (int u = 0; u < kBwdUnitsPerWarp; ++u) {
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) acc[u][r] = acc_t(0);
+  }
+  if (row0 < from_next) {  // the same for the whole block
+    for (int64_t n0 = 0; n0 < G; n0 += kStepChunk) {
+      const int nc = static_cast<int>(G - n0 < kStepChunk ? G - n0 : kStepChunk);
+      __syncthreads();  // every warp is done with the previous chunk
+      for (int e = threadIdx.x; e < kStepRows * kStepChunk; e += kStepThreads) {
+        const int r = e / kStepChunk, k = e % kStepChunk;
+        const int64_t R = row0 + r;
+        dg_tile[r][k] = (R < from_next && k < nc) ? dg_next[R * dg_next_ld + n0 + k] : acc_t(0);
+      }
+      __syncthreads();
+#pragma unroll 2
+      for (int k = lane; k < nc; k += 32) {
+        acc_t wu[kBwdUnitsPerWarp];
+#pragma unroll
+        for (int u = 0; u < kBwdUnitsPerWarp; ++u) {
+          const int64_t ju = j0 + u;
+          wu[u] = ju < H ? w_hh_t[ju * G + n0 + k] : acc_t(0);
+        }
+#pragma unroll
+        for (int r = 0; r < kStepRows; ++r) {
+          const acc_t dv = dg_tile[r][k];
+#pragma unroll
+          for (int u = 0; u < kBwdUnitsPerWarp; ++u) acc[u][r] += wu[u] * dv;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kBwdUnitsPerWarp; ++u) {
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) {
+      const acc_t s = warp_sum(acc[u][r]);
+      if (lane == 0) sums[r][warp * kBwdUnitsPerWarp + u] = s;
+    }
+  }
+  __syncthreads();
+  // Pointwise: thread t takes row t / kBwdUnits, unit t % kBwdUnits.
+  const int r = threadIdx.x / kBwdUnits, u = threadIdx.x % kBwdUnits;
+  const int64_t R = row0 + r, jj = unit0 + u;
+  if (R >= rows || jj >= H) return;
+  acc_t dh_total = R < from_next ? sums[r][u] : dh_init[R * dh_init_ld + jj];
+  if (dh2 != nullptr) dh_total = dh_total + dh2[R * dh2_ld + jj];
+  const acc_t* a_row = act + R * act_ld;
+  const acc_t* cp_row = R < c_prev_rows ? c_prev + R * c_prev_ld : c_init + R * c_init_ld;
+  acc_t* dc_elem = dc + R * dc_ld + jj;
+  acc_t d_ai, d_af, d_ag, d_ao, dc_prev;
+  lstm_gate_grads(a_row[jj], a_row[H + jj], a_row[2 * H + jj], a_row[3 * H + jj], cp_row[jj],
+                  gate_tanh(c[R * c_ld + jj]), dh_total, *dc_elem, d_ai, d_af, d_ag, d_ao,
+                  dc_prev);
+  acc_t* dg_row = dgates + R * dgates_ld;
+  dg_row[jj] = d_ai;
+  dg_row[H + jj] = d_af;
+  dg_row[2 * H + jj] = d_ag;
+  dg_row[3 * H + jj] = d_ao;
+  *dc_elem = dc_prev;
+  if (dg_last != nullptr) {
+    acc_t* dl_row = dg_last + R * dg_last_ld;
+    dl_row[jj] = d_ai;
+    dl_row[H + jj] = d_af;
+    dl_row[2 * H + jj] = d_ag;
+    dl_row[3 * H + jj] = d_ao;
+  }
+}
+
+dim3 step_grid(int64_t rows, int64_t H, int64_t units_per_block) {
+  return dim3(static_cast<unsigned>((H + units_per_block - 1) / units_per_block),
+              static_cast<unsigned>((rows + kStepRows - 1) / kStepRows));
+}
+
 }  // namespace
+
+template <typename acc_t, typename out_t>
+cudaError_t lstm_forward_step(
+    int64_t rows, int64_t H,
+    acc_t* pre, int64_t pre_ld,
+    const acc_t* w_hh,
+    const acc_t* h_prev, int64_t h_prev_ld, int64_t h_prev_rows,
+    const acc_t* h_init, int64_t h_init_ld,
+    acc_t* c, int64_t c_ld,
+    acc_t* c_save, int64_t c_save_ld,
+    acc_t* h_out, int64_t h_out_ld,
+    acc_t* h_last, int64_t h_last_ld,
+    out_t* y, int64_t y_ld,
+    bool save_gates,
+    cudaStream_t stream) {
+  if (rows <= 0 || H <= 0) return cudaSuccess;
+  if (h_prev == nullptr) h_prev_rows = 0;
+  if (h_prev_rows < rows && h_init == nullptr) return cudaErrorInvalidValue;
+  if (rows > static_cast<int64_t>(kMaxGridDim) * kStepRows) return cudaErrorInvalidValue;
+  forward_step_kernel<acc_t, out_t><<<step_grid(rows, H, kStepWarps), kStepThreads, 0, stream>>>(
+      rows, H, pre, pre_ld, w_hh, h_prev, h_prev_ld, h_prev_rows, h_init, h_init_ld, c, c_ld,
+      c_save, c_save_ld, h_out, h_out_ld, h_last, h_last_ld, y, y_ld, save_gates);
+  return cudaGetLastError();
+}
+
+template <typename acc_t>
+cudaError_t lstm_backward_step(
+    int64_t rows, int64_t H,
+    const acc_t* dg_next, int64_t dg_next_ld, int64_t dg_next_rows,
+    const acc_t* dh_init, int64_t dh_init_ld,
+    const acc_t* w_hh_t,
+    const acc_t* act, int64_t act_ld,
+    const acc_t* c, int64_t c_ld,
+    const acc_t* c_prev, int64_t c_prev_ld, int64_t c_prev_rows,
+    const acc_t* c_init, int64_t c_init_ld,
+    const acc_t* dh2, int64_t dh2_ld,
+    acc_t* dc, int64_t dc_ld,
+    acc_t* dgates, int64_t dgates_ld,
+    acc_t* dg_last, int64_t dg_last_ld,
+    cudaStream_t stream) {
+  if (rows <= 0 || H <= 0) return cudaSuccess;
+  if (dg_next == nullptr) dg_next_rows = 0;
+  if (dg_next_rows < rows && dh_init == nullptr) return cudaErrorInvalidValue;
+  if (c_prev == nullptr) c_prev_rows = 0;
+  if (c_prev_rows < rows && c_init == nullptr) return cudaErrorInvalidValue;
+  if (rows > static_cast<int64_t>(kMaxGridDim) * kStepRows) return cudaErrorInvalidValue;
+  backward_step_kernel<acc_t><<<step_grid(rows, H, kBwdUnits), kStepThreads, 0, stream>>>(
+      rows, H, dg_next, dg_next_ld, dg_next_rows, dh_init, dh_init_ld, w_hh_t, act, act_ld, c,
+      c_ld, c_prev, c_prev_ld, c_prev_rows, c_init, c_init_ld, dh2, dh2_ld, dc, dc_ld, dgates,
+      dgates_ld, dg_last, dg_last_ld);
+  return cudaGetLastError();
+}
 
 template <typename acc_t, typename out_t>
 cudaError_t lstm_forward_pointwise(
@@ -237,6 +501,17 @@ template cudaError_t lstm_forward_pointwise<double, double>(
     int64_t, int64_t, double*, int64_t, double*, int64_t, double*, int64_t, double*, int64_t,
     double*, int64_t, bool, cudaStream_t);
 
+#define FUSED_LSTM_INSTANTIATE_STEP(T, O)                                                \
+  template cudaError_t lstm_forward_step<T, O>(                                          \
+      int64_t, int64_t, T*, int64_t, const T*, const T*, int64_t, int64_t, const T*,      \
+      int64_t, T*, int64_t, T*, int64_t, T*, int64_t, T*, int64_t, O*, int64_t, bool,     \
+      cudaStream_t);
+FUSED_LSTM_INSTANTIATE_STEP(float, float)
+FUSED_LSTM_INSTANTIATE_STEP(float, __half)
+FUSED_LSTM_INSTANTIATE_STEP(float, __nv_bfloat16)
+FUSED_LSTM_INSTANTIATE_STEP(double, double)
+#undef FUSED_LSTM_INSTANTIATE_STEP
+
 #define FUSED_LSTM_INSTANTIATE_ACC(T)                                                    \
   template cudaError_t lstm_backward_pointwise<T>(                                       \
       int64_t, int64_t, const T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, \
@@ -246,7 +521,11 @@ template cudaError_t lstm_forward_pointwise<double, double>(
       int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, cudaStream_t); \
   template cudaError_t lstm_gather_rows<T>(                                              \
       int64_t, int64_t, const int64_t*, const T*, int64_t, const T*, int64_t, T*, int64_t, \
-      cudaStream_t);
+      cudaStream_t);                                                                     \
+  template cudaError_t lstm_backward_step<T>(                                            \
+      int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, const T*, const T*, \
+      int64_t, const T*, int64_t, const T*, int64_t, int64_t, const T*, int64_t, const T*, \
+      int64_t, T*, int64_t, T*, int64_t, T*, int64_t, cudaStream_t);
 FUSED_LSTM_INSTANTIATE_ACC(float)
 FUSED_LSTM_INSTANTIATE_ACC(double)
 #undef FUSED_LSTM_INSTANTIATE_ACC

@@ -230,7 +230,8 @@ class FusedLSTM(nn.Module):
     def _autocast_dtypes(self, x: Tensor, batch_sizes: Optional[Tensor]):
         """Under autocast: (dtype to run in, dtype of output and h_n, dtype of c_n), else None.
 
-        These are the dtypes nn.LSTM gives. On the CPU, with float32 input, its
+        These are the dtypes nn.LSTM gives. On CUDA (cuDNN) float32 input runs in
+        float16 under either autocast dtype. On the CPU, with float32 input, its
         oneDNN path (dense input, no projection) runs in the autocast dtype; with a
         projection its generic path returns output and h_n in the autocast dtype
         but c_n in float32; packed input without a projection stays float32.
@@ -239,6 +240,12 @@ class FusedLSTM(nn.Module):
         if not torch.is_autocast_enabled(device):
             return None
         low = torch.get_autocast_dtype(device)
+        if device == "cuda":
+            # nn.LSTM's CUDA autocast wrapper (cuDNN's) runs float32 input in
+            # float16 whatever the autocast dtype, and leaves other dtypes alone.
+            if x.dtype != torch.float32 or not torch.backends.cudnn.enabled:
+                return None
+            return torch.float16, torch.float16, torch.float16
         if device != "cpu":
             return low, low, low
         if x.dtype != torch.float32:

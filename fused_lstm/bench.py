@@ -24,10 +24,15 @@ and a backward of a fixed random-weighted sum of output, h_n and c_n (run as
 which is that sum's gradient without timing the extra multiplies), with gradients into
 every parameter and into the input; gradients are reset to None before each step.
 
+On CUDA the default configs add a bfloat16 twin of every float32 shape (``<name>-bf16``),
+and ``--tf32`` sets whether float32 GEMMs may use TF32 tensor cores, for both
+implementations alike (default ``off``: full float32 on both sides; PyTorch's own
+defaults differ, cuDNN allowing TF32 and matmul not).
+
 ``--out DIR`` writes ``results-<device name>-<date>.json`` (all numbers, every
 repetition, machine info and the exact command line), ``.md`` (the table) and, when
 matplotlib can be imported, ``.png`` (a bar chart of the ratios). The device name is
-the GPU name on CUDA and the CPU model on CPU.
+the GPU name on CUDA and the CPU model on CPU; runs with ``--tf32 on`` add ``-tf32``.
 """
 
 import argparse
@@ -102,6 +107,11 @@ CONFIGS: Dict[str, Config] = {c.name: c for c in [
     Config("big", T=100, B=256, I=1024, H=1024, cuda_only=True),
     Config("tiny", T=5, B=2, I=8, H=8, hidden=True),
 ]}
+# On CUDA every float32 shape runs in bfloat16 too: cuDNN and FusedLSTM both have
+# 16-bit paths there (bfloat16 weights and inputs, float32 accumulation).
+CONFIGS.update({f"{c.name}-bf16": dataclasses.replace(c, name=f"{c.name}-bf16",
+                                                      dtype=torch.bfloat16, cuda_only=True)
+                for c in list(CONFIGS.values()) if c.dtype == torch.float32 and not c.hidden})
 QUICK = {"cpu": ["digits-rows", "latency-b1", "sentiment", "float64", "bfloat16"],
          "cuda": ["digits-rows", "latency-b1", "sentiment", "float64", "bfloat16", "fastrnns",
                   "b8"]}
@@ -426,6 +436,9 @@ def machine_info(device, argv: Sequence[str]) -> dict:
         "cudnn_version": (torch.backends.cudnn.version()
                           if device.type == "cuda" and torch.backends.cudnn.is_available()
                           else None),
+        # float32 GEMMs on TF32 tensor cores (CUDA): cuBLAS for FusedLSTM, cuDNN for nn.LSTM
+        "tf32": ({"matmul": torch.backends.cuda.matmul.allow_tf32,
+                  "cudnn": torch.backends.cudnn.allow_tf32} if device.type == "cuda" else None),
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "fused_lstm_version": __version__,
@@ -506,6 +519,9 @@ def markdown_report(report: dict) -> str:
             f"- date: {m['date']}, load average at start {m.get('loadavg_at_start')}, "
             f"at end {report.get('loadavg_at_end')}", f"- command: `{m['command']}`",
             f"- reps {report['reps']}, warmup {report['warmup']}, interleaved"]
+    if m.get("tf32") is not None:
+        info.append(f"- float32 GEMMs on TF32 tensor cores: cuBLAS {m['tf32']['matmul']}, "
+                    f"cuDNN {m['tf32']['cudnn']}")
     return "\n".join([
         f"# FusedLSTM vs nn.LSTM on {m['device_name']}", "", *info, "",
         markdown_table(report["results"]), "", summary_line(report["results"]), "",
@@ -522,7 +538,8 @@ def write_outputs(report: dict, out_dir: str) -> Dict[str, str]:
     """Write the .json, .md and (with matplotlib) .png reports; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
     m = report["machine"]
-    stem = os.path.join(out_dir, f"results-{_slug(m['device_name'])}-{m['date'][:10]}")
+    tf32 = "-tf32" if (m.get("tf32") or {}).get("matmul") else ""
+    stem = os.path.join(out_dir, f"results-{_slug(m['device_name'])}-{m['date'][:10]}{tf32}")
     paths = {"json": stem + ".json", "md": stem + ".md"}
     with open(paths["json"], "w") as f:
         json.dump(report, f, indent=2)
@@ -601,6 +618,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "(default 10 on CPU, 30 on CUDA; 5 with --quick)")
     p.add_argument("--warmup", type=int, help="untimed rounds first (default 2; 1 with --quick)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads(N)")
+    p.add_argument("--tf32", choices=["off", "on"], default="off",
+                   help="CUDA float32 GEMMs: 'off' (default) runs nn.LSTM (cuDNN) and FusedLSTM "
+                   "(cuBLAS) in full float32, 'on' lets both use TF32 tensor cores. PyTorch's "
+                   "own defaults differ between the two (cuDNN allows TF32, matmul does not), "
+                   "so both flags are set alike here")
     p.add_argument("--quick", action="store_true",
                    help="cheaper configs and fewer repetitions (about a minute)")
     p.add_argument("--no-memory", dest="memory", action="store_false",
@@ -637,6 +659,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = a.tf32 == "on"
     machine = machine_info(device, argv)
     print(f"FusedLSTM vs nn.LSTM on {machine['device_name']} ({a.device}), "
           f"{machine['threads']} threads, torch {machine['torch_version']}; "

@@ -86,3 +86,21 @@ def test_quick_and_default_config_lists():
     assert "big" in bench.default_configs("cuda")
     with pytest.raises(SystemExit):
         bench.parse_args(["--configs", "nope"])
+
+
+def test_cuda_runs_every_float32_shape_in_bfloat16_too():
+    cuda = bench.default_configs("cuda")
+    for name, c in bench.CONFIGS.items():
+        if c.dtype == torch.float32 and not c.hidden:
+            twin = bench.CONFIGS[f"{name}-bf16"]
+            assert twin.dtype == torch.bfloat16 and twin.name in cuda
+            assert (twin.T, twin.B, twin.I, twin.H, twin.num_layers) == (
+                c.T, c.B, c.I, c.H, c.num_layers)
+    assert not any(n.endswith("-bf16") for n in bench.default_configs("cpu"))
+
+
+def test_tf32_flag():
+    assert bench.parse_args(["--device", "cpu"]).tf32 == "off"
+    assert bench.parse_args(["--device", "cpu", "--tf32", "on"]).tf32 == "on"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--tf32", "maybe"])

@@ -77,8 +77,8 @@ def assert_matches_cudnn(ref, fused, x, hx=None):
     """
     ref64 = copy.deepcopy(ref).to("cpu", torch.float64)
     if isinstance(x, PackedSequence):
-        x64 = PackedSequence(to_cpu64(x.data), x.batch_sizes, x.sorted_indices.cpu(),
-                             x.unsorted_indices.cpu())
+        order = [None if t is None else t.cpu() for t in (x.sorted_indices, x.unsorted_indices)]
+        x64 = PackedSequence(to_cpu64(x.data), x.batch_sizes, *order)
     else:
         x64 = to_cpu64(x)
     hx64 = None if hx is None else tuple(to_cpu64(t) for t in hx)

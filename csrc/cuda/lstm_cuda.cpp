@@ -256,7 +256,7 @@ struct ForwardLoop {
 
 // Fused route: each step reads h_prev from the previous step's rows of hist
 // ([N, H], h of every step in acc_t), or from h0 for rows that start at this
-// step, and also leaves its h in h, which so ends up holding h_n.
+// step. It also writes its h into L.h, so that L.h ends up holding h_n.
 template <typename acc_t>
 void forward_steps_fused(const ForwardLoop<acc_t>& L, acc_t* hist, bool y_is_hist,
                          const acc_t* h0) {

@@ -58,6 +58,60 @@ __device__ __forceinline__ void store_out(__nv_bfloat16* p, float v) {
   *p = __float2bfloat16_rn(v);
 }
 
+// The forward update of one (row, unit), shared by the pointwise and the step
+// kernels. a_*: the four gate pre-activations; gate: this unit's column of the
+// row's gates (gate k at gate[k * H]), overwritten with the activated gates when
+// save_gates; c_elem: c_prev in, c out. Every other output is written when its
+// pointer is not null.
+template <typename acc_t, typename out_t>
+__device__ __forceinline__ void forward_cell(acc_t a_i, acc_t a_f, acc_t a_g, acc_t a_o,
+                                             acc_t* gate, int64_t H, acc_t* c_elem,
+                                             acc_t* c_save_elem, acc_t* h_elem,
+                                             acc_t* h_last_elem, out_t* y_elem,
+                                             bool save_gates) {
+  const acc_t i = gate_sigmoid(a_i);
+  const acc_t f = gate_sigmoid(a_f);
+  const acc_t g = gate_tanh(a_g);
+  const acc_t o = gate_sigmoid(a_o);
+  const acc_t c_new = lstm_cell_state(i, f, g, *c_elem);
+  const acc_t h_new = lstm_hidden(o, gate_tanh(c_new));
+  *c_elem = c_new;
+  if (c_save_elem != nullptr) *c_save_elem = c_new;
+  if (h_elem != nullptr) *h_elem = h_new;
+  if (h_last_elem != nullptr) *h_last_elem = h_new;
+  if (y_elem != nullptr) store_out(y_elem, h_new);
+  if (save_gates) {
+    gate[0] = i;
+    gate[H] = f;
+    gate[2 * H] = g;
+    gate[3 * H] = o;
+  }
+}
+
+// The backward update of one (row, unit), shared by the pointwise and the step
+// kernels: from the activated gates act[k * H], c_prev, c, dL/dh and dL/dc (in
+// place, becoming dL/dc_prev), the gradients of the four pre-activations go to
+// dgate[k * H], and to dgate_last[k * H] when that is not null.
+template <typename acc_t>
+__device__ __forceinline__ void backward_cell(const acc_t* act, int64_t H, acc_t c_prev, acc_t c,
+                                              acc_t dh, acc_t* dc_elem, acc_t* dgate,
+                                              acc_t* dgate_last) {
+  acc_t d_ai, d_af, d_ag, d_ao, dc_prev;
+  lstm_gate_grads(act[0], act[H], act[2 * H], act[3 * H], c_prev, gate_tanh(c), dh, *dc_elem,
+                  d_ai, d_af, d_ag, d_ao, dc_prev);
+  dgate[0] = d_ai;
+  dgate[H] = d_af;
+  dgate[2 * H] = d_ag;
+  dgate[3 * H] = d_ao;
+  *dc_elem = dc_prev;
+  if (dgate_last != nullptr) {
+    dgate_last[0] = d_ai;
+    dgate_last[H] = d_af;
+    dgate_last[2 * H] = d_ag;
+    dgate_last[3 * H] = d_ao;
+  }
+}
+
 template <typename acc_t, typename out_t>
 __global__ void forward_pointwise_kernel(
     int64_t rows, int64_t H,
@@ -70,23 +124,11 @@ __global__ void forward_pointwise_kernel(
   for (int64_t r = first_row(); r < rows; r += row_step()) {
     acc_t* g_row = gates + r * gates_ld;
     for (int64_t j = first_col(); j < H; j += col_step()) {
-      const acc_t i = gate_sigmoid(g_row[j]);
-      const acc_t f = gate_sigmoid(g_row[H + j]);
-      const acc_t g = gate_tanh(g_row[2 * H + j]);
-      const acc_t o = gate_sigmoid(g_row[3 * H + j]);
-      acc_t* c_elem = c + r * c_ld + j;
-      const acc_t c_new = lstm_cell_state(i, f, g, *c_elem);
-      const acc_t h_new = lstm_hidden(o, gate_tanh(c_new));
-      *c_elem = c_new;
-      if (c_save != nullptr) c_save[r * c_save_ld + j] = c_new;
-      if (h != nullptr) h[r * h_ld + j] = h_new;
-      if (y != nullptr) store_out(y + r * y_ld + j, h_new);
-      if (save_gates) {
-        g_row[j] = i;
-        g_row[H + j] = f;
-        g_row[2 * H + j] = g;
-        g_row[3 * H + j] = o;
-      }
+      forward_cell<acc_t, out_t>(g_row[j], g_row[H + j], g_row[2 * H + j], g_row[3 * H + j],
+                                 g_row + j, H, c + r * c_ld + j,
+                                 c_save ? c_save + r * c_save_ld + j : nullptr,
+                                 h ? h + r * h_ld + j : nullptr, nullptr,
+                                 y ? y + r * y_ld + j : nullptr, save_gates);
     }
   }
 }
@@ -109,16 +151,8 @@ __global__ void backward_pointwise_kernel(
     for (int64_t j = first_col(); j < H; j += col_step()) {
       acc_t dh_total = dh[r * dh_ld + j];
       if (dh2 != nullptr) dh_total = dh_total + dh2[r * dh2_ld + j];
-      acc_t* dc_elem = dc + r * dc_ld + j;
-      acc_t d_ai, d_af, d_ag, d_ao, dc_prev;
-      lstm_gate_grads(a_row[j], a_row[H + j], a_row[2 * H + j], a_row[3 * H + j], cp_row[j],
-                      gate_tanh(c[r * c_ld + j]), dh_total, *dc_elem,
-                      d_ai, d_af, d_ag, d_ao, dc_prev);
-      dg_row[j] = d_ai;
-      dg_row[H + j] = d_af;
-      dg_row[2 * H + j] = d_ag;
-      dg_row[3 * H + j] = d_ao;
-      *dc_elem = dc_prev;
+      backward_cell<acc_t>(a_row + j, H, cp_row[j], c[r * c_ld + j], dh_total,
+                           dc + r * dc_ld + j, dg_row + j, nullptr);
     }
   }
 }
@@ -244,25 +278,13 @@ __global__ void __launch_bounds__(kStepThreads) forward_step_kernel(
   const int r = threadIdx.x / kStepWarps, u = threadIdx.x % kStepWarps;
   const int64_t R = row0 + r, jj = unit0 + u;
   if (R >= rows || jj >= H) return;
-  acc_t* p = pre + R * pre_ld;
-  const acc_t i = gate_sigmoid(p[jj] + sums[0][r][u]);
-  const acc_t f = gate_sigmoid(p[H + jj] + sums[1][r][u]);
-  const acc_t g = gate_tanh(p[2 * H + jj] + sums[2][r][u]);
-  const acc_t o = gate_sigmoid(p[3 * H + jj] + sums[3][r][u]);
-  acc_t* c_elem = c + R * c_ld + jj;
-  const acc_t c_new = lstm_cell_state(i, f, g, *c_elem);
-  const acc_t h_new = lstm_hidden(o, gate_tanh(c_new));
-  *c_elem = c_new;
-  if (c_save != nullptr) c_save[R * c_save_ld + jj] = c_new;
-  h_out[R * h_out_ld + jj] = h_new;
-  if (h_last != nullptr) h_last[R * h_last_ld + jj] = h_new;
-  if (y != nullptr) store_out(y + R * y_ld + jj, h_new);
-  if (save_gates) {
-    p[jj] = i;
-    p[H + jj] = f;
-    p[2 * H + jj] = g;
-    p[3 * H + jj] = o;
-  }
+  acc_t* p = pre + R * pre_ld + jj;
+  forward_cell<acc_t, out_t>(p[0] + sums[0][r][u], p[H] + sums[1][r][u], p[2 * H] + sums[2][r][u],
+                             p[3 * H] + sums[3][r][u], p, H, c + R * c_ld + jj,
+                             c_save ? c_save + R * c_save_ld + jj : nullptr,
+                             h_out + R * h_out_ld + jj,
+                             h_last ? h_last + R * h_last_ld + jj : nullptr,
+                             y ? y + R * y_ld + jj : nullptr, save_gates);
 }
 
 // Grid: x over blocks of kBwdUnits hidden units (kBwdUnitsPerWarp per warp), y
@@ -339,26 +361,10 @@ __global__ void __launch_bounds__(kStepThreads) backward_step_kernel(
   if (R >= rows || jj >= H) return;
   acc_t dh_total = R < from_next ? sums[r][u] : dh_init[R * dh_init_ld + jj];
   if (dh2 != nullptr) dh_total = dh_total + dh2[R * dh2_ld + jj];
-  const acc_t* a_row = act + R * act_ld;
   const acc_t* cp_row = R < c_prev_rows ? c_prev + R * c_prev_ld : c_init + R * c_init_ld;
-  acc_t* dc_elem = dc + R * dc_ld + jj;
-  acc_t d_ai, d_af, d_ag, d_ao, dc_prev;
-  lstm_gate_grads(a_row[jj], a_row[H + jj], a_row[2 * H + jj], a_row[3 * H + jj], cp_row[jj],
-                  gate_tanh(c[R * c_ld + jj]), dh_total, *dc_elem, d_ai, d_af, d_ag, d_ao,
-                  dc_prev);
-  acc_t* dg_row = dgates + R * dgates_ld;
-  dg_row[jj] = d_ai;
-  dg_row[H + jj] = d_af;
-  dg_row[2 * H + jj] = d_ag;
-  dg_row[3 * H + jj] = d_ao;
-  *dc_elem = dc_prev;
-  if (dg_last != nullptr) {
-    acc_t* dl_row = dg_last + R * dg_last_ld;
-    dl_row[jj] = d_ai;
-    dl_row[H + jj] = d_af;
-    dl_row[2 * H + jj] = d_ag;
-    dl_row[3 * H + jj] = d_ao;
-  }
+  backward_cell<acc_t>(act + R * act_ld + jj, H, cp_row[jj], c[R * c_ld + jj], dh_total,
+                       dc + R * dc_ld + jj, dgates + R * dgates_ld + jj,
+                       dg_last ? dg_last + R * dg_last_ld + jj : nullptr);
 }
 
 dim3 step_grid(int64_t rows, int64_t H, int64_t units_per_block) {
@@ -488,46 +494,6 @@ cudaError_t lstm_gather_rows(
   return cudaGetLastError();
 }
 
-template cudaError_t lstm_forward_pointwise<float, float>(
-    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
-    float*, int64_t, bool, cudaStream_t);
-template cudaError_t lstm_forward_pointwise<float, __half>(
-    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
-    __half*, int64_t, bool, cudaStream_t);
-template cudaError_t lstm_forward_pointwise<float, __nv_bfloat16>(
-    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
-    __nv_bfloat16*, int64_t, bool, cudaStream_t);
-template cudaError_t lstm_forward_pointwise<double, double>(
-    int64_t, int64_t, double*, int64_t, double*, int64_t, double*, int64_t, double*, int64_t,
-    double*, int64_t, bool, cudaStream_t);
-
-#define FUSED_LSTM_INSTANTIATE_STEP(T, O)                                                \
-  template cudaError_t lstm_forward_step<T, O>(                                          \
-      int64_t, int64_t, T*, int64_t, const T*, const T*, int64_t, int64_t, const T*,      \
-      int64_t, T*, int64_t, T*, int64_t, T*, int64_t, T*, int64_t, O*, int64_t, bool,     \
-      cudaStream_t);
-FUSED_LSTM_INSTANTIATE_STEP(float, float)
-FUSED_LSTM_INSTANTIATE_STEP(float, __half)
-FUSED_LSTM_INSTANTIATE_STEP(float, __nv_bfloat16)
-FUSED_LSTM_INSTANTIATE_STEP(double, double)
-#undef FUSED_LSTM_INSTANTIATE_STEP
-
-#define FUSED_LSTM_INSTANTIATE_ACC(T)                                                    \
-  template cudaError_t lstm_backward_pointwise<T>(                                       \
-      int64_t, int64_t, const T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, \
-      const T*, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T*, int64_t,  \
-      cudaStream_t);                                                                     \
-  template cudaError_t lstm_hidden_from_saved<T>(                                        \
-      int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, cudaStream_t); \
-  template cudaError_t lstm_gather_rows<T>(                                              \
-      int64_t, int64_t, const int64_t*, const T*, int64_t, const T*, int64_t, T*, int64_t, \
-      cudaStream_t);                                                                     \
-  template cudaError_t lstm_backward_step<T>(                                            \
-      int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, const T*, const T*, \
-      int64_t, const T*, int64_t, const T*, int64_t, int64_t, const T*, int64_t, const T*, \
-      int64_t, T*, int64_t, T*, int64_t, T*, int64_t, cudaStream_t);
-FUSED_LSTM_INSTANTIATE_ACC(float)
-FUSED_LSTM_INSTANTIATE_ACC(double)
-#undef FUSED_LSTM_INSTANTIATE_ACC
+FUSED_LSTM_CUDA_INSTANCES()
 
 }  // namespace fused_lstm::cuda

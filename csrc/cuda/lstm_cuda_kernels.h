@@ -180,47 +180,39 @@ cudaError_t lstm_backward_step(
     acc_t* dg_last, int64_t dg_last_ld,
     cudaStream_t stream);
 
-// Instantiated in lstm_cuda_kernels.cu for exactly these types.
-extern template cudaError_t lstm_forward_pointwise<float, float>(
-    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
-    float*, int64_t, bool, cudaStream_t);
-extern template cudaError_t lstm_forward_pointwise<float, __half>(
-    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
-    __half*, int64_t, bool, cudaStream_t);
-extern template cudaError_t lstm_forward_pointwise<float, __nv_bfloat16>(
-    int64_t, int64_t, float*, int64_t, float*, int64_t, float*, int64_t, float*, int64_t,
-    __nv_bfloat16*, int64_t, bool, cudaStream_t);
-extern template cudaError_t lstm_forward_pointwise<double, double>(
-    int64_t, int64_t, double*, int64_t, double*, int64_t, double*, int64_t, double*, int64_t,
-    double*, int64_t, bool, cudaStream_t);
-
-#define FUSED_LSTM_DECLARE_STEP(T, O)                                                    \
-  extern template cudaError_t lstm_forward_step<T, O>(                                   \
+// The instantiations lstm_cuda_kernels.cu provides, for exactly these types:
+// FUSED_LSTM_CUDA_INSTANCES(extern) declares them below, and
+// FUSED_LSTM_CUDA_INSTANCES() defines them there, from this one list.
+#define FUSED_LSTM_OUT_INSTANCES(PREFIX, T, O)                                           \
+  PREFIX template cudaError_t lstm_forward_pointwise<T, O>(                              \
+      int64_t, int64_t, T*, int64_t, T*, int64_t, T*, int64_t, T*, int64_t, O*, int64_t,  \
+      bool, cudaStream_t);                                                               \
+  PREFIX template cudaError_t lstm_forward_step<T, O>(                                   \
       int64_t, int64_t, T*, int64_t, const T*, const T*, int64_t, int64_t, const T*,      \
       int64_t, T*, int64_t, T*, int64_t, T*, int64_t, T*, int64_t, O*, int64_t, bool,     \
       cudaStream_t);
-FUSED_LSTM_DECLARE_STEP(float, float)
-FUSED_LSTM_DECLARE_STEP(float, __half)
-FUSED_LSTM_DECLARE_STEP(float, __nv_bfloat16)
-FUSED_LSTM_DECLARE_STEP(double, double)
-#undef FUSED_LSTM_DECLARE_STEP
-
-#define FUSED_LSTM_DECLARE_ACC(T)                                                        \
-  extern template cudaError_t lstm_backward_pointwise<T>(                                \
+#define FUSED_LSTM_ACC_INSTANCES(PREFIX, T)                                              \
+  PREFIX template cudaError_t lstm_backward_pointwise<T>(                                \
       int64_t, int64_t, const T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, \
       const T*, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, T*, int64_t,  \
       cudaStream_t);                                                                     \
-  extern template cudaError_t lstm_hidden_from_saved<T>(                                 \
+  PREFIX template cudaError_t lstm_hidden_from_saved<T>(                                 \
       int64_t, int64_t, const T*, int64_t, const T*, int64_t, T*, int64_t, cudaStream_t); \
-  extern template cudaError_t lstm_gather_rows<T>(                                       \
+  PREFIX template cudaError_t lstm_gather_rows<T>(                                       \
       int64_t, int64_t, const int64_t*, const T*, int64_t, const T*, int64_t, T*, int64_t, \
       cudaStream_t);                                                                     \
-  extern template cudaError_t lstm_backward_step<T>(                                     \
+  PREFIX template cudaError_t lstm_backward_step<T>(                                     \
       int64_t, int64_t, const T*, int64_t, int64_t, const T*, int64_t, const T*, const T*, \
       int64_t, const T*, int64_t, const T*, int64_t, int64_t, const T*, int64_t, const T*, \
       int64_t, T*, int64_t, T*, int64_t, T*, int64_t, cudaStream_t);
-FUSED_LSTM_DECLARE_ACC(float)
-FUSED_LSTM_DECLARE_ACC(double)
-#undef FUSED_LSTM_DECLARE_ACC
+#define FUSED_LSTM_CUDA_INSTANCES(PREFIX)                                                \
+  FUSED_LSTM_OUT_INSTANCES(PREFIX, float, float)                                         \
+  FUSED_LSTM_OUT_INSTANCES(PREFIX, float, __half)                                        \
+  FUSED_LSTM_OUT_INSTANCES(PREFIX, float, __nv_bfloat16)                                 \
+  FUSED_LSTM_OUT_INSTANCES(PREFIX, double, double)                                       \
+  FUSED_LSTM_ACC_INSTANCES(PREFIX, float)                                                \
+  FUSED_LSTM_ACC_INSTANCES(PREFIX, double)
+
+FUSED_LSTM_CUDA_INSTANCES(extern)
 
 }  // namespace fused_lstm::cuda

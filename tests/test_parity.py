@@ -201,8 +201,10 @@ def test_threaded_forward_at_batch_one(dtype):
 #   split and each thread turns its own d(gates) into gradients, about 256 rows
 #   per thread at a time (40 steps of 16 rows per thread: three blocks);
 # - "overlapped": a step far below that runs on one thread while another turns
-#   each finished chunk of steps into gradients (1,200 rows: three blocks).
-BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "overlapped": (400, 3, 16, 12)}
+#   each finished chunk of steps into gradients (1,200 rows: three blocks); the
+#   last chunk of each block is shared by both threads, split by rows of grad_x
+#   and, with 4H >= 128, by weight-gradient columns.
+BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "overlapped": (400, 3, 32, 12)}
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])

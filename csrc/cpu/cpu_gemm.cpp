@@ -203,6 +203,32 @@ void parallel_gemm_nn(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda,
   }
 }
 
+template <typename In>
+void parallel_gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda,
+                             const In* panels, Acc<In>* C, int64_t ldc, bool accumulate) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t panel_count = (N + kPanelWidth - 1) / kPanelWidth;
+  if (threads == 1 || M * N * K < kMinParallelMacs) {
+    gemm_nn_panels<In>(M, N, K, A, lda, panels, C, ldc, accumulate);
+    return;
+  }
+  // As parallel_gemm_nn: rows when there are plenty, else whole panels.
+  if (M >= 64 * threads || panel_count < threads) {
+    const int64_t block = std::max<int64_t>(1, (M + threads - 1) / threads);
+    at::parallel_for(0, M, block, [&](int64_t r0, int64_t r1) {
+      gemm_nn_panels<In>(r1 - r0, N, K, A + r0 * lda, lda, panels, C + r0 * ldc, ldc,
+                         accumulate);
+    });
+  } else {
+    const int64_t column = kColumnStride<In> * panel_rows<In>(K);  // elements per column
+    const int64_t block = (panel_count + threads - 1) / threads;
+    at::parallel_for(0, panel_count, block, [&](int64_t p0, int64_t p1) {
+      const int64_t n0 = p0 * kPanelWidth, n1 = std::min(N, p1 * kPanelWidth);
+      gemm_nn_panels<In>(M, n1 - n0, K, A, lda, panels + n0 * column, C + n0, ldc, accumulate);
+    });
+  }
+}
+
 namespace {
 
 // Splits C[K, N] of a TN GEMM over the threads, by rows (or columns when there
@@ -304,6 +330,8 @@ void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda,
 }
 
 #define FUSED_LSTM_INSTANTIATE(In)                                                           \
+  template void parallel_gemm_nn_panels<In>(int64_t, int64_t, int64_t, const In*, int64_t,    \
+                                            const In*, Acc<In>*, int64_t, bool);              \
   template void parallel_gemm_nn<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*, \
                                      int64_t, Acc<In>*, int64_t, bool);                        \
   template void gemm_nn_panels<In>(int64_t, int64_t, int64_t, const In*, int64_t, const In*,   \

@@ -2,6 +2,7 @@
 //
 //   gemm_nn:          C[M, N] (+)= A[M, K] @ B[K, N]                  one thread
 //   parallel_gemm_nn: the same, split over the threads of at::parallel_for
+//   gemm_nn_panels, parallel_gemm_nn_panels: the same with B in column panels
 //   gemm_tn:          C[K, N] (+)= A[R, K]^T @ B[R, N]                one thread
 //   parallel_gemm_tn: the same, split over the threads of at::parallel_for
 //
@@ -57,6 +58,12 @@ constexpr int64_t panel_rows(int64_t K) {
 template <typename In>
 void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* panels,
                     Acc<In>* C, int64_t ldc, bool accumulate);
+
+// gemm_nn_panels split over the threads of at::parallel_for (by rows, or by
+// whole panels when the rows are few).
+template <typename In>
+void parallel_gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda,
+                             const In* panels, Acc<In>* C, int64_t ldc, bool accumulate);
 
 // A and B plain row-major for every type (bfloat16 too).
 template <typename In>

@@ -33,33 +33,20 @@ void for_each_chunk(int64_t H, int64_t K, const Body& body) {
   });
 }
 
-// w: [4H, K] natural rows -> w^T in blocked columns, chunk c's columns starting
-// at out + c * chunk_stride with row stride ld. In the blocked order, gate
-// `gate` of chunk c covers natural rows [gate * H + u0, gate * H + u0 + w) and
-// sits gate * w columns into the chunk: each (chunk, gate) block is a plain
-// transpose of w contiguous rows.
+// In the blocked order, gate `gate` of chunk c covers natural rows
+// [gate * H + u0, gate * H + u0 + w) and sits gate * w columns into the chunk:
+// each (chunk, gate) block is a plain transpose of w contiguous rows, into
+// chunk c's panel (row stride kPanelWidth).
 template <typename T>
-void transpose_into_chunks(const T* w, int64_t H, int64_t K, T* out, int64_t chunk_stride,
-                           int64_t ld) {
+void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out) {
   const auto& kernels = vector_kernels<T>();
   for_each_chunk(H, K, [&](int64_t c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
     for (int64_t gate = 0; gate < 4; ++gate) {
-      kernels.transpose(w + (gate * H + u0) * K, K, out + c * chunk_stride + gate * width, ld,
-                        width, K);
+      kernels.transpose(w + (gate * H + u0) * K, K, out + c * K * kPanelWidth + gate * width,
+                        kPanelWidth, width, K);
     }
   });
-}
-
-template <typename T>
-void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out) {
-  // Chunk c's columns start at blocked column 4 * kGateChunk * c = kPanelWidth * c.
-  transpose_into_chunks(w, H, K, out, kPanelWidth, 4 * H);
-}
-
-template <typename T>
-void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out) {
-  transpose_into_chunks(w, H, K, out, K * kPanelWidth, kPanelWidth);
 }
 
 template <typename T>
@@ -77,7 +64,6 @@ void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
 
 #define FUSED_LSTM_INSTANTIATE(T)                                                          \
   template void gate_rows_to_blocked<T>(const T*, int64_t, int64_t, T*);                   \
-  template void gate_rows_to_blocked_transposed<T>(const T*, int64_t, int64_t, T*);        \
   template void gate_rows_to_panels<T>(const T*, int64_t, int64_t, T*);                    \
   template void blocked_transposed_to_gate_rows<T>(const T*, int64_t, int64_t, T*);
 FUSED_LSTM_INSTANTIATE(float)

@@ -38,10 +38,6 @@ inline int64_t blocked_gate_column(int64_t H, int64_t gate, int64_t j) {
 template <typename T>
 void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out);
 
-// w: [4H, K] natural rows  ->  out: [K, 4H] blocked columns (w^T, reordered).
-template <typename T>
-void gate_rows_to_blocked_transposed(const T* w, int64_t H, int64_t K, T* out);
-
 // w: [4H, K] natural rows  ->  out: [chunk_count(H), K, kPanelWidth]: w^T in
 // blocked columns, each chunk's 4 x 32 columns a contiguous panel (row stride
 // kPanelWidth; a narrower last chunk leaves its panel's tail unused). Column

@@ -80,36 +80,31 @@ Tensor rows_operand(const Tensor& w, int64_t H) {
 }
 
 // w: [4H, K] natural rows -> w^T: [K, 4H] in blocked columns, the B operand of
-// x @ w^T; with `panels`, stored as one [K, 128] panel per gate chunk
-// (gate_layout.h). bfloat16: pair-packed, K rows become ceil(K/2) rows of
-// words; a word holds two neighbours of a row of w, so this is the transpose
-// of w read as 32-bit words (w padded to an even width), moved bit for bit.
+// x @ w^T, stored as one [K, 128] panel per gate chunk (gate_layout.h).
+// bfloat16: pair-packed, K rows become ceil(K/2) rows of words; a word holds
+// two neighbours of a row of w, so this is the transpose of w read as 32-bit
+// words (w padded to an even width), moved bit for bit.
 //
-// The forward loop's weights go in panels: a plain w^T has 4H elements per
-// row, so the block of it a thread multiplies each step is many short runs 4H
-// apart; a panel streams as one run. Timed interleaved in one process, forward
-// op: float32 T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32 I=H=256 5.27 ->
-// 4.67 ms, T=28 B=64 I=28 H=64 0.33 -> 0.31 ms; bfloat16 T=50 B=32 I=H=256
-// 2.81 -> 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms; same results bit
-// for bit. w_ih only when the input projection runs in the loop (the
-// whole-sequence GEMM before it takes plain w_ih^T).
+// Panels, not a plain w^T: a plain w^T has 4H elements per row, so the block
+// of it a thread multiplies each step is many short runs 4H apart; a panel
+// streams as one run. Timed interleaved in one process, forward op: float32
+// T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32 I=H=256 5.27 -> 4.67 ms,
+// T=28 B=64 I=28 H=64 0.33 -> 0.31 ms; bfloat16 T=50 B=32 I=H=256 2.81 ->
+// 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms; same results bit for
+// bit. Writing the transpose is cheaper too: the plain w^T's rows lie 4H
+// elements apart, and at I=H=128 (2 KiB rows) writing it took 12.4 us against
+// 4.4 us for the panels. So the whole-sequence input GEMM of small batches
+// takes panels as well (forward op, T=50 B=1 I=H=128: 108 -> 101 us).
 template <typename In>
-Tensor transposed_operand(const Tensor& w, int64_t H, bool panels) {
+Tensor transposed_operand(const Tensor& w, int64_t H) {
   constexpr bool pairs = std::is_same_v<In, c10::BFloat16>;
   using Word = std::conditional_t<pairs, float, In>;  // the unit moved
   const int64_t K = w.size(1), rows = panel_rows<In>(K);
   const auto it = c10::CppTypeToScalarType<In>::value;
   const Tensor src = pairs && K % 2 ? at::constant_pad_nd(w.to(it), {0, 1}) : as_compute(w, it);
-  const int64_t width = kColumnStride<In> * (panels ? kPanelWidth : 4 * H);
-  Tensor out = panels ? at::empty({chunk_count(H), rows, width}, src.options())
-                      : at::empty({rows, width}, src.options());
-  const Word* from = reinterpret_cast<const Word*>(src.data_ptr());
-  Word* to = reinterpret_cast<Word*>(out.data_ptr());
-  if (panels) {
-    gate_rows_to_panels<Word>(from, H, rows, to);
-  } else {
-    gate_rows_to_blocked_transposed<Word>(from, H, rows, to);
-  }
+  Tensor out = at::empty({chunk_count(H), rows, kColumnStride<In> * kPanelWidth}, src.options());
+  gate_rows_to_panels<Word>(reinterpret_cast<const Word*>(src.data_ptr()), H, rows,
+                            reinterpret_cast<Word*>(out.data_ptr()));
   return out;
 }
 
@@ -130,11 +125,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   // inference needs a gate buffer one step long. At small batch one GEMM over
   // all steps is faster.
   const bool input_per_step = a.B >= kMinRowsForStepInput;
-  const bool w_ih_panels = input_per_step;
-  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns; w_hh^T in panels, w_ih^T
-  // too when the loop uses it
-  const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H, w_ih_panels);
-  const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H, true);
+  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns in panels
+  const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H);
+  const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H);
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, it);
@@ -158,13 +151,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   }
   if (!input_per_step) {
     // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
-    parallel_gemm_nn<In>(a.N, G, a.I, x2.data_ptr<In>(), a.I, w_ih_t.data_ptr<In>(), G,
-                         gates.data_ptr<T>(), G, false);
+    parallel_gemm_nn_panels<In>(a.N, G, a.I, x2.data_ptr<In>(), a.I, w_ih_t.data_ptr<In>(),
+                                gates.data_ptr<T>(), G, false);
   }
   ForwardLoop<In> f{input_per_step ? x2.data_ptr<In>() : nullptr,
                     w_ih_t.data_ptr<In>(),
                     w_hh_t.data_ptr<In>(),
-                    w_ih_panels,
                     ptr_or_null<T>(w_hr_t),
                     ptr_or_null<T>(bias),
                     h0_c.data_ptr<In>(),

@@ -184,15 +184,11 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
   const bool save = f.cells != nullptr;
   const auto& kernels = vector_kernels<T>();
   const Share s = share_of(p, P, H, Hout);
-  // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows).
-  const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W,
-                               bool in_panels, T* C, bool accumulate) {
-    if (in_panels) {
-      gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0,
-                         C + s.g0, G, accumulate);
-    } else {
-      gemm_nn<In>(m, s.g1 - s.g0, K, A, lda, W + cs * s.g0, G, C + s.g0, G, accumulate);
-    }
+  // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows, in panels).
+  const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W, T* C,
+                               bool accumulate) {
+    gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0, C + s.g0,
+                       G, accumulate);
   };
   for (int64_t k = 0; k < a.T; ++k) {
     const int64_t t = step_time(a, reverse, k);
@@ -201,16 +197,16 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
     In* y = f.y + off * Hout;                                // y: [rows, Hout]
     if (f.x) {
       // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
-      weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, f.w_ih_panels, gates, false);
+      weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, gates, false);
     }
     // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
     // step for the rows it had, h0 for rows that start here.
     const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
     if (from_prev > 0) {
       const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
-      weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, true, gates, true);
+      weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, gates, true);
     }
-    weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t, true,
+    weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t,
                 gates + from_prev * G, true);
     for (int64_t c = s.c0; c < s.c1; ++c) {
       const int64_t u = c * kGateChunk, w = chunk_width(H, c);

@@ -204,7 +204,13 @@ def test_threaded_forward_at_batch_one(dtype):
 #   each finished chunk of steps into gradients (1,200 rows: three blocks); the
 #   last chunk of each block is shared by both threads, split by rows of grad_x
 #   and, with 4H >= 128, by weight-gradient columns.
-BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "overlapped": (400, 3, 32, 12)}
+# (T, B, H, Hout with a projection), float64, I = 9, two threads:
+# - "rows": route 1, the batch rows split with each thread's own gradients;
+# - "rows-then-blocks": route 3 with the loop on split rows (its own gradients
+#   would pass 512 KiB: (I + Hout) x 4H float64 values), the GEMMs after it;
+# - "overlapped": route 2, the loop on one thread and the gradients on another.
+BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "rows-then-blocks": (80, 16, 128, 120),
+                   "overlapped": (400, 3, 32, 12)}
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])

@@ -325,7 +325,9 @@ void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
   }
 }
 
-// b with its [B, .] state buffers from batch row b0 on: a row-split thread's.
+// b as a row-split thread sees it: its [B, .] state buffers from batch row b0
+// on, and d(gates) from row b0 of each step's rows in the block (step t's
+// rows start at block_row[t]; the thread's sub-LayerArgs counts from b0).
 template <typename In>
 BackwardLoop<In> from_row(const LayerArgs& a, const BackwardLoop<In>& b, int64_t b0) {
   BackwardLoop<In> g = b;
@@ -333,6 +335,7 @@ BackwardLoop<In> from_row(const LayerArgs& a, const BackwardLoop<In>& b, int64_t
   g.dh += b0 * a.Hout;
   g.dc += b0 * a.H;
   if (g.dh_raw) g.dh_raw += b0 * a.H;
+  if (g.dgates) g.dgates += b0 * 4 * a.H;
   return g;
 }
 

@@ -213,6 +213,30 @@ BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "rows-then-blocks": (80, 16, 128, 1
                    "overlapped": (400, 3, 32, 12)}
 
 
+def route_args(route, case, gen, dtype=torch.float64):
+    """lstm_layer's arguments for a BACKWARD_ROUTES shape (I = 9), drawn from gen, and
+    the tensors among them that take gradients."""
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_()
+
+    T, B, H, P = BACKWARD_ROUTES[route]
+    I = 9
+    Hout = P if "proj" in case else H
+    batch_sizes = None
+    N = T * B
+    if "packed" in case:
+        lengths = torch.randint(1, T + 1, (B,), generator=gen)
+        lengths[0] = T
+        batch_sizes = torch.tensor([int((lengths > t).sum()) for t in range(T)])
+        N = int(batch_sizes.sum())
+    x = randn(N, I) if batch_sizes is not None else randn(T, B, I)
+    w = 0.15
+    args = [x, batch_sizes, randn(B, Hout), randn(B, H), randn(4 * H, I, scale=w),
+            randn(4 * H, Hout, scale=w), randn(4 * H, scale=w), randn(4 * H, scale=w),
+            randn(Hout, H, scale=w) if Hout != H else None]
+    return args, [a for i, a in enumerate(args) if a is not None and i != 1]
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", ["dense", "packed", "proj", "packed-proj"])
 @pytest.mark.parametrize("route", list(BACKWARD_ROUTES))
@@ -226,27 +250,7 @@ def test_threaded_backward_routes_over_several_blocks(route, case, reverse):
 
     with at_least_two_threads():
         gen = torch.Generator().manual_seed(11)
-
-        def randn(*shape, scale=1.0):
-            return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)
-                    ).requires_grad_()
-
-        T, B, H, P = BACKWARD_ROUTES[route]
-        I = 9
-        Hout = P if "proj" in case else H
-        batch_sizes = None
-        N = T * B
-        if "packed" in case:
-            lengths = torch.randint(1, T + 1, (B,), generator=gen)
-            lengths[0] = T
-            batch_sizes = torch.tensor([int((lengths > t).sum()) for t in range(T)])
-            N = int(batch_sizes.sum())
-        x = randn(N, I) if batch_sizes is not None else randn(T, B, I)
-        w = 0.15
-        args = [x, batch_sizes, randn(B, Hout), randn(B, H), randn(4 * H, I, scale=w),
-                randn(4 * H, Hout, scale=w), randn(4 * H, scale=w), randn(4 * H, scale=w),
-                randn(Hout, H, scale=w) if Hout != H else None]
-        tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
+        args, tensors = route_args(route, case, gen)
         got = lstm_layer(*args, reverse)
         want = lstm_layer_reference(*args, reverse)
         grad_outs = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in want]
@@ -254,3 +258,23 @@ def test_threaded_backward_routes_over_several_blocks(route, case, reverse):
         want_grads = torch.autograd.grad(want, tensors, grad_outs)
         for g, r in zip([*got, *got_grads], [*want, *want_grads]):
             assert rel_err(g, r) <= 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("route", list(BACKWARD_ROUTES))
+def test_threaded_backward_routes_are_bitwise_repeatable(route, dtype):
+    """Eight identical calls give bitwise-equal gradients on each threaded route:
+    how far one thread has got when another starts its share must not change the
+    order of any sum."""
+    from fused_lstm.ops import lstm_layer
+
+    with at_least_two_threads():
+        gen = torch.Generator().manual_seed(12)
+        args, tensors = route_args(route, "dense", gen, dtype)
+        out = lstm_layer(*args, False)
+        grad_outs = [torch.randn(o.shape, generator=gen, dtype=dtype) for o in out]
+        first = torch.autograd.grad(out, tensors, grad_outs)
+        for call in range(7):
+            again = torch.autograd.grad(lstm_layer(*args, False), tensors, grad_outs)
+            for k, (a, b) in enumerate(zip(first, again)):
+                assert torch.equal(a, b), f"gradient {k} differs on call {call + 2}"

@@ -12,8 +12,15 @@ namespace fused_lstm::cpu {
 
 template <typename T>
 void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
-  for (int64_t col = 0; col < 4 * H; ++col)
-    std::memcpy(out + col * K, w + natural_gate_row(H, col) * K, sizeof(T) * K);
+  // Each (chunk, gate) block is a run of contiguous natural rows: one copy
+  // each, not one per row (backward op, interleaved: T=50 B=1 I=H=128 -1.4%,
+  // T=100 B=1 I=H=512 -4%, T=28 B=64 I=28 H=64 -2.8%).
+  for (int64_t c = 0; c < chunk_count(H); ++c) {
+    const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
+    for (int64_t gate = 0; gate < 4; ++gate)
+      std::memcpy(out + (kPanelWidth * c + gate * width) * K, w + (gate * H + u0) * K,
+                  sizeof(T) * width * K);
+  }
 }
 
 // The weight transposes run once per call, and at batch 1 they took 11% of a

@@ -17,6 +17,10 @@ load of other processes hits both alike. Reported per config and mode:
   The summary is the geometric mean of the ratios per mode.
 * GFLOP/s = FLOPs / median time, with the FLOPs of :func:`lstm_flops`.
 * peak memory of one training step (see :func:`peak_step_memory`).
+* agreement: the largest difference from nn.LSTM's output, h_n and c_n, and (when
+  training is timed) from its gradients of one training step, relative to the largest
+  value. Beyond :func:`agreement_tolerance` a config is reported as differing, and
+  the command exits with status 1 after writing its report.
 
 Modes: ``inference`` is a forward under ``torch.no_grad()``; ``training`` is a forward
 and a backward of a fixed random-weighted sum of output, h_n and c_n (run as
@@ -222,9 +226,50 @@ def max_rel_diff(case: Case) -> float:
         y_f, (h_f, c_f) = case.fused(case.x)
     err = 0.0
     for a, b in ((y_f, y_r), (h_f, h_r), (c_f, c_r)):
-        scale = b.abs().max().float().clamp_min(1e-30)
-        err = max(err, ((a.float() - b.float()).abs().max() / scale).item())
+        scale = b.abs().max().double().clamp_min(1e-300)
+        err = max(err, ((a.double() - b.double()).abs().max() / scale).item())
     return err
+
+
+def max_grad_rel_diff(case: Case) -> float:
+    """Largest |FusedLSTM - nn.LSTM| over the gradients of one training step (input and
+    every parameter), each relative to nn.LSTM's largest value of that gradient."""
+    grads = {}
+    for impl in IMPLS:
+        module = case.module(impl)
+        params = list(module.parameters())
+        x = case.x.detach().requires_grad_()
+        y, (h_n, c_n) = module(x)
+        grads[impl] = torch.autograd.grad((y, h_n, c_n), [x, *params], case.grads)
+    err = 0.0
+    for a, b in zip(grads["FusedLSTM"], grads["nn.LSTM"]):
+        scale = b.abs().max().double().clamp_min(1e-300)
+        err = max(err, ((a.double() - b.double()).abs().max() / scale).item())
+    return err
+
+
+def agreement_tolerance(dtype: torch.dtype, device) -> float:
+    """How far FusedLSTM's outputs and gradients may sit from nn.LSTM's (relative to the
+    largest value) before the benchmark reports the two as disagreeing: a few hundred
+    roundings of the dtype, for the whole sequence (TF32 counts as 16-bit)."""
+    if dtype == torch.float64:
+        return 1e-8
+    tf32 = torch.device(device).type == "cuda" and (torch.backends.cuda.matmul.allow_tf32
+                                                    or torch.backends.cudnn.allow_tf32)
+    if dtype == torch.float32 and not tf32:
+        return 1e-3
+    return 5e-2
+
+
+def disagreement(result: dict) -> Optional[str]:
+    """What of FusedLSTM's results is beyond the tolerance against nn.LSTM's, or None."""
+    tol = result.get("tolerance")
+    if tol is None:
+        return None
+    bad = [f"{what} {result[key]:.3g}" for what, key in
+           (("outputs", "max_rel_diff"), ("gradients", "max_grad_rel_diff"))
+           if key in result and not result[key] <= tol]  # NaN counts as beyond
+    return (", ".join(bad) + f" > {tol:g}") if bad else None
 
 
 # ---- timing ----
@@ -374,7 +419,10 @@ def run_config(cfg: Config, device, modes: Sequence[str] = MODES, reps: int = 10
     device = torch.device(device)
     case = build(cfg, device)
     result = {"config": cfg.name, "shape": cfg.describe(), "params": cfg.as_dict(),
-              "dtype": dtype_name(cfg.dtype), "max_rel_diff": max_rel_diff(case), "modes": {}}
+              "dtype": dtype_name(cfg.dtype), "max_rel_diff": max_rel_diff(case),
+              "tolerance": agreement_tolerance(cfg.dtype, device), "modes": {}}
+    if "training" in modes:
+        result["max_grad_rel_diff"] = max_grad_rel_diff(case)
     for mode in modes:
         steps = [make_step(case, impl, mode) for impl in IMPLS]
         times = time_interleaved(steps, reps, warmup, device)
@@ -489,6 +537,13 @@ def summary_line(results: Sequence[dict]) -> str:
             + ("; ".join(parts) if parts else "no results"))
 
 
+def disagreement_lines(results: Sequence[dict]) -> List[str]:
+    """One warning line per config whose results disagree with nn.LSTM's."""
+    return [f"WARNING: {r['config']}: FusedLSTM differs from nn.LSTM beyond tolerance "
+            f"(relative to the largest value): {d}"
+            for r in results if "error" not in r and (d := disagreement(r))]
+
+
 def markdown_table(results: Sequence[dict]) -> str:
     head = ["config", "shape", "mode", "nn.LSTM ms (IQR)", "FusedLSTM ms (IQR)", "ratio",
             "nn.LSTM GFLOP/s", "FusedLSTM GFLOP/s", "nn.LSTM peak MiB", "FusedLSTM peak MiB"]
@@ -525,6 +580,7 @@ def markdown_report(report: dict) -> str:
     return "\n".join([
         f"# FusedLSTM vs nn.LSTM on {m['device_name']}", "", *info, "",
         markdown_table(report["results"]), "", summary_line(report["results"]), "",
+        *[line + "\n" for line in disagreement_lines(report["results"])],
         "ratio = nn.LSTM median time / FusedLSTM median time (above 1: FusedLSTM faster). "
         "Times are medians over the repetitions, with the interquartile range. GFLOP/s = "
         "GEMM FLOPs / median time (training counts 3x forward). " + MEMORY_NOTE, ""])
@@ -601,6 +657,9 @@ def _progress(i: int, n: int, r: dict, seconds: float) -> str:
     peaks = r.get("peak_memory_bytes")
     if peaks:
         parts.append(f"peak {_mib(peaks['nn.LSTM'])} / {_mib(peaks['FusedLSTM'])} MiB")
+    d = disagreement(r)
+    if d:
+        parts.append(f"RESULTS DIFFER from nn.LSTM's: {d}")
     return f"[{i}/{n}] {r['config']} ({r['shape']}): " + "; ".join(parts) + \
         f"  [{seconds:.1f}s]"
 
@@ -697,6 +756,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(markdown_table(results))
     print()
     print(summary_line(results), flush=True)
+    for line in disagreement_lines(results):
+        print(line, flush=True)
     if a.out:
         report["files"] = write_outputs(report, a.out)
         print("wrote " + ", ".join(report["files"].values()), flush=True)
@@ -704,4 +765,5 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    # A timing of results that disagree with nn.LSTM's is no result: exit 1 after the report.
+    sys.exit(1 if disagreement_lines(main()["results"]) else 0)

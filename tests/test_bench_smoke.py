@@ -38,7 +38,8 @@ def test_bench_command_writes_reports(tmp_path, capsys, device):
 
     (r,) = data["results"]
     assert r["config"] == "tiny" and "error" not in r
-    assert r["max_rel_diff"] < 1e-4
+    assert r["max_rel_diff"] < 1e-4 and r["max_grad_rel_diff"] < 1e-4
+    assert bench.disagreement(r) is None and "WARNING" not in out
     for mode in ("inference", "training"):
         e = r["modes"][mode]
         assert e["flops"] == bench.lstm_flops(bench.CONFIGS["tiny"], mode) > 0
@@ -60,6 +61,29 @@ def test_bench_command_writes_reports(tmp_path, capsys, device):
     assert "| tiny |" in md and "ratio" in md and "GFLOP/s" in md and "peak MiB" in md
     assert m["date"] in md and "geometric mean" in md
     assert "| tiny |" in out and "geometric mean" in out
+
+
+def test_bench_flags_results_that_differ_from_nn_lstm():
+    """A timing of wrong results is no result: the benchmark checks outputs and
+    gradients against nn.LSTM's and reports configs beyond the tolerance."""
+    cfg = bench.CONFIGS["tiny"]
+    case = bench.build(cfg, "cpu")
+    tol = bench.agreement_tolerance(cfg.dtype, "cpu")
+    ok = {"config": "tiny", "tolerance": tol, "max_rel_diff": bench.max_rel_diff(case),
+          "max_grad_rel_diff": bench.max_grad_rel_diff(case)}
+    assert bench.disagreement(ok) is None and bench.disagreement_lines([ok]) == []
+
+    nan_grads = dict(ok, max_grad_rel_diff=float("nan"))
+    assert "gradients nan" in bench.disagreement(nan_grads)
+    assert "outputs" not in bench.disagreement(nan_grads)
+
+    with torch.no_grad():
+        case.fused.weight_hh_l0.add_(0.1 * torch.randn_like(case.fused.weight_hh_l0))
+    wrong = dict(ok, max_rel_diff=bench.max_rel_diff(case),
+                 max_grad_rel_diff=bench.max_grad_rel_diff(case))
+    assert wrong["max_rel_diff"] > tol and wrong["max_grad_rel_diff"] > tol
+    (line,) = bench.disagreement_lines([wrong])
+    assert line.startswith("WARNING: tiny:") and "outputs" in line and "gradients" in line
 
 
 def test_flops_formula():

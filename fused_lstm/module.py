@@ -261,24 +261,31 @@ class FusedLSTM(nn.Module):
         b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
         return ws[0], ws[1], b_ih, b_hh, ws[-1] if self.proj_size > 0 else None
 
+    def _initial_state(self, hx: Optional[Tuple[Tensor, Tensor]], x: Tensor, batch: int, k: int,
+                       n: int) -> Tuple[Tensor, Tensor]:
+        """h0, c0 of layer directions k .. k + n - 1 ([B, .] for one, [n, B, .] for more).
+        Without hx, zeros made to size rather than a slice of zeros for all layers."""
+        if hx is not None:
+            return (hx[0][k], hx[1][k]) if n == 1 else (hx[0][k:k + n], hx[1][k:k + n])
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        lead = (batch,) if n == 1 else (n, batch)
+        return x.new_zeros(lead + (real_hidden,)), x.new_zeros(lead + (self.hidden_size,))
+
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
                     hx: Optional[Tuple[Tensor, Tensor]], batch: int):
         """All layers and directions. x: [T, B, I] or packed [N, I]."""
         directions = 2 if self.bidirectional else 1
-        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        weights = self.all_weights
+        params = self._parameters  # direct lookups: nn.Module's __getattr__ costs us per call
+        weights = [[params[name] for name in names] for names in self._all_weights]
         dtype = x.dtype
         autocast = self._autocast_dtypes(x, batch_sizes)
         if autocast is not None:
             dtype = autocast[0]
             weights = [[w.to(dtype) for w in ws] for ws in weights]
-        x = x.to(dtype)
-        if hx is None:
-            shape = (self.num_layers * directions, batch)
-            h0_all = x.new_zeros(shape + (real_hidden,))
-            c0_all = x.new_zeros(shape + (self.hidden_size,))
-        else:
-            h0_all, c0_all = hx[0].to(dtype), hx[1].to(dtype)
+            x = x.to(dtype)
+        if hx is not None:
+            hx = (hx[0].to(dtype), hx[1].to(dtype))
+
         h_n: List[Tensor] = []  # [directions, B, Hout] per layer
         c_n: List[Tensor] = []  # [directions, B, H] per layer
         layer_input = x
@@ -292,14 +299,15 @@ class FusedLSTM(nn.Module):
             if both_at_once:
                 k0, k1 = ks
                 layer_input, h, c = lstm_bidirectional_layer(
-                    layer_input, batch_sizes, h0_all[k0:k1 + 1], c0_all[k0:k1 + 1],
+                    layer_input, batch_sizes, *self._initial_state(hx, x, batch, k0, 2),
                     self._layer_weights(weights[k0]), self._layer_weights(weights[k1]))
                 h_n.append(h)
                 c_n.append(c)
             else:
                 outputs, hs, cs = [], [], []
                 for k in ks:
-                    y, h, c = lstm_layer(layer_input, batch_sizes, h0_all[k], c0_all[k],
+                    y, h, c = lstm_layer(layer_input, batch_sizes,
+                                         *self._initial_state(hx, x, batch, k, 1),
                                          *self._layer_weights(weights[k]), k % directions == 1)
                     outputs.append(y)
                     hs.append(h)

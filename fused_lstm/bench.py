@@ -219,16 +219,22 @@ def make_step(case: Case, impl: str, mode: str) -> Callable[[], None]:
     return step
 
 
+def _largest_rel_diff(pairs) -> float:
+    """Over (FusedLSTM's, nn.LSTM's) tensor pairs: the largest |a - b| relative to b's largest
+    magnitude, in float64 (float32 would read float64 differences below its resolution as 0)."""
+    err = 0.0
+    for a, b in pairs:
+        scale = b.abs().max().double().clamp_min(1e-300)
+        err = max(err, ((a.double() - b.double()).abs().max() / scale).item())
+    return err
+
+
 def max_rel_diff(case: Case) -> float:
     """Largest |FusedLSTM - nn.LSTM| over output, h_n, c_n, relative to nn.LSTM's max."""
     with torch.no_grad():
         y_r, (h_r, c_r) = case.ref(case.x)
         y_f, (h_f, c_f) = case.fused(case.x)
-    err = 0.0
-    for a, b in ((y_f, y_r), (h_f, h_r), (c_f, c_r)):
-        scale = b.abs().max().double().clamp_min(1e-300)
-        err = max(err, ((a.double() - b.double()).abs().max() / scale).item())
-    return err
+    return _largest_rel_diff(((y_f, y_r), (h_f, h_r), (c_f, c_r)))
 
 
 def max_grad_rel_diff(case: Case) -> float:
@@ -241,11 +247,7 @@ def max_grad_rel_diff(case: Case) -> float:
         x = case.x.detach().requires_grad_()
         y, (h_n, c_n) = module(x)
         grads[impl] = torch.autograd.grad((y, h_n, c_n), [x, *params], case.grads)
-    err = 0.0
-    for a, b in zip(grads["FusedLSTM"], grads["nn.LSTM"]):
-        scale = b.abs().max().double().clamp_min(1e-300)
-        err = max(err, ((a.double() - b.double()).abs().max() / scale).item())
-    return err
+    return _largest_rel_diff(zip(grads["FusedLSTM"], grads["nn.LSTM"]))
 
 
 def agreement_tolerance(dtype: torch.dtype, device) -> float:

@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 from fused_lstm import FusedLSTM
-from helpers import at_least_two_threads
+from helpers import at_least_two_threads, rel_err
 
 # Relative to the largest magnitude of each result: float32 and float64 a few hundred
 # roundings over the sequence; bfloat16 about nn.LSTM's own bfloat16 error against float64.
@@ -90,5 +90,5 @@ def test_matches_float64_nn_lstm_on_threaded_routes(case):
     want = run(ref, torch.float64)
     names = ["output", "h_n", "c_n", "input"] + [n for n, _ in ref.named_parameters()]
     for name, a, b in zip(names, got, want):
-        err = ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+        err = rel_err(a.double(), b)
         assert err <= TOL[dtype], f"{name}: relative error {err:.3g} > {TOL[dtype]:g}"

@@ -45,6 +45,8 @@ def collect() -> Dict[str, object]:
         "gpu_visible": gpu,
         "gpus": gpus,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernel_isa": (torch.ops.fused_lstm.cpu_kernels() if fused_lstm.extension_loaded()
+                           else None),
         "num_threads": torch.get_num_threads(),
         "extension_file": _extension_file(),
     }
@@ -71,6 +73,7 @@ def format_info(info: Dict[str, object]) -> str:
         ("CUDA kernels in build", yes(info["cuda_kernels"])),
         ("GPU visible", gpu),
         ("CPU vector ISA (ATen)", info["cpu_capability"]),
+        ("CPU kernels run", info["cpu_kernel_isa"] or "-"),
         ("OpenMP threads", info["num_threads"]),
         ("extension file", info["extension_file"] or "not found"),
     ]

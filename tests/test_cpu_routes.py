@@ -1,12 +1,13 @@
-"""The CPU kernels' other routes, each in a fresh process (the choice is made once per process).
+"""The CPU kernels' switchable routes, each in a fresh process (the choice is made once per process).
 
-By default float32 GEMMs run on oneDNN's BRGEMM microkernel, float64 and bfloat16 on
-our AVX-512 tiles, and the pointwise kernels at ATen's instruction set. The
-alternatives are what other CPUs (or the switches README names) get: the BLAS for
-every GEMM, bfloat16 in float32, and the AVX2 and baseline pointwise kernels. Each
-must pass the parity and bfloat16 suites.
+By default float32 GEMMs run on oneDNN's BRGEMM microkernel, and float64 and bfloat16 on
+our own tiles. The switches README names give the alternatives: the BLAS for every
+GEMM, and bfloat16 in float32. Each must pass the parity and bfloat16 suites.
+(The lower instruction sets, AVX2-only and none, are run by .ci/lower_isa_tests.sh over
+the whole CPU suite.)
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -23,8 +24,6 @@ TESTS = Path(__file__).parent
 ROUTES = {
     "blas": {"FUSED_LSTM_CPU_GEMM": "blas"},
     "bf16-in-float32": {"FUSED_LSTM_CPU_BF16": "0"},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
-    "baseline": {"ATEN_CPU_CAPABILITY": "default", "FUSED_LSTM_CPU_BF16": "0"},
 }
 
 
@@ -37,3 +36,50 @@ def test_parity_on_route(route):
                           cwd=str(TESTS.parent))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_under(env_items=()):
+    """What the kernels report (torch.ops.fused_lstm.cpu_kernels) in a process with the
+    environment variables of env_items ((name, value) pairs) added."""
+    env = dict(env_items)
+    code = "import torch, fused_lstm; print(torch.ops.fused_lstm.cpu_kernels())"
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("env, isa", [
+    ({"ATEN_CPU_CAPABILITY": "avx2"}, "AVX2;"),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX2;"),
+    ({"ONEDNN_MAX_CPU_ISA": "avx2_vnni"}, "AVX2;"),
+    ({"ATEN_CPU_CAPABILITY": "default"}, "baseline"),
+    ({"ONEDNN_MAX_CPU_ISA": "SSE41"}, "baseline"),
+], ids=["aten-avx2", "onednn-avx2", "onednn-avx2-lowercase", "aten-default", "onednn-sse41"])
+def test_dispatch_honours_isa_caps(env, isa):
+    """Both ISA caps reach our own kernel choice: nothing above the cap runs, so a run
+    capped at AVX2 on an AVX-512 machine is what an AVX2-only machine runs."""
+    uncapped = kernels_under()
+    if uncapped.startswith("baseline") and isa != "baseline":
+        pytest.skip(f"this CPU has no {isa.rstrip(';')} to cap at")
+    if uncapped.startswith("AVX2;") and isa == "AVX2;":
+        pytest.skip("this CPU is AVX2-only already")  # the cap then changes nothing
+    got = kernels_under(tuple(env.items()))
+    assert got.startswith(isa), got
+    assert "bfloat16 GEMMs: in float32" in got, got  # AVX512_BF16 is above every such cap
+    if isa == "baseline":
+        assert "float32 GEMMs: BLAS" in got and "float64 GEMMs: BLAS" in got, got
+    else:
+        assert "float32 GEMMs: oneDNN BRGEMM" in got and "own AVX2 tiles" in got, got
+
+
+def test_onednn_bf16_cap():
+    """ONEDNN_MAX_CPU_ISA=AVX512_CORE keeps AVX-512 but not AVX512_BF16."""
+    if "CPU has AVX512_BF16: yes" not in kernels_under():
+        pytest.skip("this CPU has no AVX512_BF16")
+    if not kernels_under().startswith("AVX512;"):
+        pytest.skip("ATen does not run AVX-512 here")
+    got = kernels_under((("ONEDNN_MAX_CPU_ISA", "AVX512_CORE"),))
+    assert got.startswith("AVX512;") and "bfloat16 GEMMs: in float32" in got, got
+    got = kernels_under((("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"),))
+    assert "bfloat16 GEMMs: own AVX512_BF16 tiles" in got, got

@@ -1,19 +1,17 @@
 #include "cpu_gemm.h"
 
+#include "cpu_isa.h"
 #include "gate_layout.h"
 #include "vector_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
 #include <ATen/native/CPUBlas.h>
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
 namespace fused_lstm::cpu {
@@ -39,22 +37,9 @@ template <typename T> FortranGemm<T> blas();
 template <> FortranGemm<float> blas<float>() { return sgemm; }
 template <> FortranGemm<double> blas<double>() { return dgemm; }
 
-// The BRGEMM microkernel is JIT-built for AVX2 and AVX-512 CPUs; elsewhere it
-// would take a slow generic path, so the BLAS is used instead.
-// FUSED_LSTM_CPU_GEMM=blas forces the BLAS (for comparison).
-bool brgemm_wanted() {
-  const char* env = std::getenv("FUSED_LSTM_CPU_GEMM");
-  if (env && std::string(env) == "blas") return false;
-  const std::string cap = at::get_cpu_capability();
-  return cap == "AVX512" || cap == "AVX2";
-}
-const bool use_brgemm = brgemm_wanted();
-
-// float64: MKL's dgemm_ runs a slow path on AMD CPUs (45-53 GFLOP/s on one
-// core at the shapes of an LSTM step, through torch.mm); our AVX-512 tile
-// reaches 100-110 on this one. Used where ATen itself runs AVX-512 code;
-// FUSED_LSTM_CPU_GEMM=blas switches back.
-const bool use_own_f64 = use_brgemm && at::get_cpu_capability() == "AVX512" && f64_gemm_supported();
+// Which kernel serves each dtype: decided once, in cpu_isa.cpp.
+const bool use_brgemm = cpu_kernel_choice().f32_gemm == GemmKernel::kBrgemm;
+const GemmKernel f64_gemm = cpu_kernel_choice().f64_gemm;
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
@@ -166,10 +151,15 @@ void gemm_nn<double>(int64_t M, int64_t N, int64_t K, const double* A, int64_t l
     vector_kernels<double>().gemv(N, K, A, B, ldb, C, accumulate);
     return;
   }
-  if (use_own_f64) {
-    gemm_f64(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-  } else {
-    blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  switch (f64_gemm) {
+    case GemmKernel::kOwnAvx512:
+      gemm_f64_avx512(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+      break;
+    case GemmKernel::kOwnAvx2:
+      gemm_f64_avx2(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+      break;
+    default:
+      blas_gemm_nn(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
   }
 }
 

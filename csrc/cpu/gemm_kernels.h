@@ -1,11 +1,11 @@
-// Our own AVX-512 GEMM kernels, for the two types libtorch's exported
-// microkernel does not serve well on this CPU:
+// Our own GEMM kernels, for what libtorch's exported microkernel and BLAS do not
+// serve well on these CPUs (which one runs is decided in cpu_isa.cpp):
 //
 //   gemm_bf16: bfloat16 operands, float accumulation, on the AVX512_BF16
 //     dot-product instruction (vdpbf16ps: 16 lanes, each adding the products of
 //     two bfloat16 pairs to a float), about twice the float FMA rate.
-//   gemm_f64:  float64, plain row-major, on vfmadd231pd; the BLAS libtorch
-//     links (MKL) takes a slow path on AMD CPUs.
+//   gemm_f64_avx512, gemm_f64_avx2: float64, plain row-major, on vfmadd231pd;
+//     the BLAS libtorch links (MKL) takes a slow path on AMD CPUs.
 //
 // bfloat16 operands:
 //
@@ -20,19 +20,19 @@
 //     a_row = 4 and a_pair = 4 * M. When K is odd, the last pair's word is read
 //     as its low 16 bits only, so nothing past a row of A is touched.
 //
-// Torch-free: plain pointers and sizes. Call the *_supported() checks first.
+// Torch-free: plain pointers and sizes. Each is built for its own instruction
+// set and must only be called where cpu_kernel_choice() picked it.
 #pragma once
 
 #include <cstdint>
 
 namespace fused_lstm::cpu {
 
-bool bf16_gemm_supported();  // AVX512_BF16 (and FUSED_LSTM_CPU_BF16 != 0)
-bool f64_gemm_supported();   // AVX-512F
-
 // C[M, N] (+)= A[M, K] @ B[K, N], one thread, all row-major float64.
-void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
-              int64_t ldb, double* C, int64_t ldc, bool accumulate);
+void gemm_f64_avx512(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda,
+                     const double* B, int64_t ldb, double* C, int64_t ldc, bool accumulate);
+void gemm_f64_avx2(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda,
+                   const double* B, int64_t ldb, double* C, int64_t ldc, bool accumulate);
 
 // C[M, N] (+)= A[M, K] @ B[K, N], one thread. A, B as above; C float, row-major.
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const void* A, int64_t a_row, int64_t a_pair,

@@ -23,6 +23,7 @@
 
 #include "../lstm_layer_args.h"
 #include "cpu_gemm.h"
+#include "cpu_isa.h"
 #include "gate_layout.h"
 #include "lstm_time_loop.h"
 
@@ -58,7 +59,7 @@ void check_cpu(const Tensor& x) {
 // bfloat16 calls multiply bfloat16 GEMM operands (see lstm_time_loop.h) where
 // the CPU has AVX512_BF16; with a projection, or elsewhere, they run in float32.
 bool bfloat16_route(at::ScalarType dt, const LayerArgs& a) {
-  return dt == at::kBFloat16 && !a.has_proj && bf16_gemm_supported();
+  return dt == at::kBFloat16 && !a.has_proj && cpu_kernel_choice().bf16_gemm;
 }
 
 // w: [4H, K] natural rows -> [4H, K] blocked rows, the B operand of
@@ -362,6 +363,11 @@ lstm_bidirectional_layer_backward_cpu(
 }
 
 }  // namespace
+
+// What the CPU kernels run on this machine (python -m fused_lstm prints it).
+TORCH_LIBRARY_FRAGMENT(fused_lstm, m) {
+  m.def("cpu_kernels() -> str", &describe_cpu_kernels);
+}
 
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);

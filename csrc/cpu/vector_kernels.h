@@ -4,8 +4,8 @@
 //
 // The same template source (vector_kernels_impl.h) is compiled once per
 // instruction set (DEFAULT, AVX2, AVX512); `vector_kernels<T>()` returns the
-// table for the best set this CPU supports, following ATen's own choice (so the
-// ATEN_CPU_CAPABILITY environment variable caps it the same way).
+// table for the set cpu_isa.cpp chose (ATen's own choice, so
+// ATEN_CPU_CAPABILITY caps it, and ONEDNN_MAX_CPU_ISA too).
 //
 // The pointwise kernels work on one time step, on rows [0, rows) of the active
 // batch and hidden columns [j0, j1) of each row. Strides are in elements.

@@ -1,22 +1,21 @@
 // Picks the pointwise kernel table for this CPU, once.
 #include "vector_kernels.h"
 
-#include <ATen/Version.h>
-
-#include <string>
+#include "cpu_isa.h"
 
 namespace fused_lstm::cpu {
 
 namespace {
 
-// ATen's own verdict ("DEFAULT", "AVX2", "AVX512", ...): it checks the CPU and
-// honours ATEN_CPU_CAPABILITY, so both libraries agree on what runs.
+// The instruction set cpu_isa.cpp chose (ATen's verdict, which honours
+// ATEN_CPU_CAPABILITY, capped by ONEDNN_MAX_CPU_ISA), or the next one below
+// it that this build holds.
 template <typename T, typename Getter>
 const VectorKernels<T>& choose(Getter avx512, Getter avx2, Getter fallback) {
-  const std::string cap = at::get_cpu_capability();
+  const VectorIsa isa = cpu_kernel_choice().isa;
   const VectorKernels<T>* table = nullptr;
-  if (cap == "AVX512") table = avx512();
-  if (!table && (cap == "AVX512" || cap == "AVX2")) table = avx2();
+  if (isa == VectorIsa::kAvx512) table = avx512();
+  if (!table && isa >= VectorIsa::kAvx2) table = avx2();
   if (!table) table = fallback();
   return *table;
 }

@@ -1,4 +1,4 @@
-// The GEMM kernels of gemm_kernels.h: register tiles of up to 6 rows by 4
+// The AVX-512 GEMM kernels of gemm_kernels.h: register tiles of up to 6 rows by 4
 // vectors of columns (64 for bfloat16, 32 for float64).
 //
 // Per step of K (a pair for bfloat16) a full tile loads four vectors of B and
@@ -6,35 +6,15 @@
 // loads, with the 24 accumulators in registers. K runs in blocks whose
 // panel of B (32 KiB) stays in L1 across the rows of A.
 #include "gemm_kernels.h"
+#include "gemm_tiling.h"
 
 #include <algorithm>
 #include <cstring>
 #include <cstdlib>
-#include <string>
 
 namespace fused_lstm::cpu {
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
-
-bool bf16_gemm_supported() {
-  // FUSED_LSTM_CPU_BF16=0 keeps bfloat16 on the float32 route (for comparison).
-  static const bool ok = [] {
-    const char* env = std::getenv("FUSED_LSTM_CPU_BF16");
-    if (env && std::string(env) == "0") return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
-  }();
-  return ok;
-}
-
-bool f64_gemm_supported() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return ok;
-}
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
@@ -47,34 +27,6 @@ namespace {
 constexpr int kRows = 6;             // rows of A per tile
 constexpr int kVectors = 4;          // vectors of columns of B per tile
 constexpr int64_t kStepBlock = 128;  // steps of K per block (32 KiB of B per panel)
-
-// Runs C[M, N] over blocks of `steps` (K steps), panels of kVectors vectors of
-// `lanes` columns, and ceil(M / 6) row tiles of near-equal height (32 rows:
-// 6,6,5,5,5,5; a short last tile would load B for few rows).
-// tile(m0, mr, n0, nv, lanes_in_last_vector, s0, ns, accumulate, last_block).
-template <typename Tile>
-void run_tiles(int64_t M, int64_t N, int64_t steps, int64_t lanes, bool accumulate,
-               const Tile& tile) {
-  for (int64_t s0 = 0; s0 < steps; s0 += kStepBlock) {
-    const int64_t ns = std::min(kStepBlock, steps - s0);
-    for (int64_t n0 = 0; n0 < N; n0 += lanes * kVectors) {
-      const int64_t width = std::min<int64_t>(lanes * kVectors, N - n0);
-      const int nv = static_cast<int>((width + lanes - 1) / lanes);
-      const int64_t tail = width - lanes * (nv - 1);
-      const int64_t tiles = (M + kRows - 1) / kRows, base = M / tiles, taller = M % tiles;
-      for (int64_t i = 0, m0 = 0; i < tiles; ++i) {
-        const int mr = static_cast<int>(base + (i < taller ? 1 : 0));
-        tile(m0, mr, n0, nv, tail, s0, ns, accumulate || s0 > 0, s0 + ns == steps);
-        m0 += mr;
-      }
-    }
-  }
-}
-
-template <typename T>
-void zero(T* C, int64_t M, int64_t N, int64_t ldc) {
-  for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
-}
 
 inline __m512i broadcast_word(const char* p) {
   int32_t v;
@@ -183,11 +135,11 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const void* A, int64_t a_row, in
                const uint32_t* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate) zero(C, M, N, ldc);
+    if (!accumulate) zero_rows(C, M, N, ldc);
     return;
   }
   const char* a = static_cast<const char*>(A);
-  run_tiles(M, N, (K + 1) / 2, 16, accumulate,
+  run_tiles<kRows, kVectors, kStepBlock>(M, N, (K + 1) / 2, 16, accumulate,
             [&](int64_t m0, int mr, int64_t n0, int nv, int64_t tail, int64_t p0, int64_t np,
                 bool acc, bool last_block) {
               const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1);
@@ -197,14 +149,14 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const void* A, int64_t a_row, in
             });
 }
 
-void gemm_f64(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+void gemm_f64_avx512(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
               int64_t ldb, double* C, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
-    if (!accumulate) zero(C, M, N, ldc);
+    if (!accumulate) zero_rows(C, M, N, ldc);
     return;
   }
-  run_tiles(M, N, K, 8, accumulate,
+  run_tiles<kRows, kVectors, kStepBlock>(M, N, K, 8, accumulate,
             [&](int64_t m0, int mr, int64_t n0, int nv, int64_t tail, int64_t k0, int64_t nk,
                 bool acc, bool) {
               const __mmask8 last = static_cast<__mmask8>((1u << tail) - 1);
@@ -244,17 +196,15 @@ void pack_row_pairs(const uint16_t* src, int64_t lds, int64_t R, int64_t N, uint
 
 #pragma GCC pop_options
 
-#else  // no AVX512_BF16 kernels in this build
+#else  // no AVX-512 kernels in this build (cpu_isa.cpp never picks them)
 
-bool bf16_gemm_supported() { return false; }
-bool f64_gemm_supported() { return false; }
-void gemm_f64(int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t, double*,
-              int64_t, bool) {
-  std::abort();  // unreachable: f64_gemm_supported() is false
+void gemm_f64_avx512(int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t,
+                     double*, int64_t, bool) {
+  std::abort();
 }
 void gemm_bf16(int64_t, int64_t, int64_t, const void*, int64_t, int64_t, const uint32_t*, int64_t,
                float*, int64_t, bool) {
-  std::abort();  // unreachable: bf16_gemm_supported() is false
+  std::abort();
 }
 void pack_row_pairs(const uint16_t*, int64_t, int64_t, int64_t, uint32_t*, int64_t) {
   std::abort();

@@ -25,7 +25,7 @@ inline Vectorized<T> gate_exp(const Vectorized<T>& x) {
   return x.exp();
 }
 
-// float: on AVX512 inline, so the pointwise loop keeps its registers (an
+// float: on AVX512 and AVX2 inline, so the pointwise loop keeps its registers (an
 // out-of-line Sleef call spills every live vector, five calls per 16 hidden
 // units; inlining cut a digits-rows forward by 15%). x = n ln2 + r with
 // |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact), e^r from Cephes' expf
@@ -50,6 +50,31 @@ inline Vectorized<float> gate_exp(const Vectorized<float>& x_in) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
   return _mm512_scalef_ps(p, n);
+#elif defined(CPU_CAPABILITY_AVX2)
+  // The same steps in 8 lanes. AVX2 has no vscalefps, so 2^n (n in [-150, 128])
+  // is applied as two powers of two, 2^(n/2) and 2^(n - n/2), each a normal float
+  // built in the exponent field: p * 2^n1 is exact, and the second product rounds
+  // once, into the subnormals or to inf as scalef does (same bits). NaN stays NaN
+  // through p, whatever the integer conversion makes of n.
+  __m256 x = _mm256_min_ps(_mm256_set1_ps(88.8f), x_in);
+  x = _mm256_max_ps(_mm256_set1_ps(-104.f), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 #else
   return x_in.exp();
 #endif
@@ -238,7 +263,6 @@ inline void transpose_8x8(const double* src, int64_t ld_src, double* dst, int64_
     _mm512_storeu_pd(dst + (k + 4) * ld_dst, _mm512_shuffle_f64x2(u[k], u[k + 4], 0xDD));
   }
 }
-#endif
 
 // dst[0:16, 0:16] = src[0:16, 0:16]^T for float: 4 x 4 blocks transposed
 // inside each 128-bit lane (unpack of floats, then of pairs), then the lanes
@@ -273,8 +297,26 @@ inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_
     _mm512_storeu_ps(dst + (12 + j) * ld_dst, _mm512_shuffle_f32x4(q, v, 0xDD));
   }
 }
+#endif
 
-#if defined(CPU_CAPABILITY_AVX512)
+#if defined(CPU_CAPABILITY_AVX2)
+// dst[0:4, 0:4] = src[0:4, 0:4]^T for double: pairs of rows interleaved, then
+// the 128-bit halves gathered.
+inline void transpose_4x4(const double* src, int64_t ld_src, double* dst, int64_t ld_dst) {
+  const __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + ld_src);
+  const __m256d r2 = _mm256_loadu_pd(src + 2 * ld_src), r3 = _mm256_loadu_pd(src + 3 * ld_src);
+  const __m256d t0 = _mm256_unpacklo_pd(r0, r1);  // columns 0, 2 of rows 0, 1
+  const __m256d t1 = _mm256_unpackhi_pd(r0, r1);  // columns 1, 3
+  const __m256d t2 = _mm256_unpacklo_pd(r2, r3);  // rows 2, 3
+  const __m256d t3 = _mm256_unpackhi_pd(r2, r3);
+  _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(dst + ld_dst, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(dst + 2 * ld_dst, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(dst + 3 * ld_dst, _mm256_permute2f128_pd(t1, t3, 0x31));
+}
+#endif
+
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 // dst[N, M] = src[M, N]^T in full kB x kB blocks by block(src, dst), and the
 // edges they leave (columns past the last full block of the rows they cover,
 // then the rows past the last full block) by ATen's transpose_mxn.
@@ -309,6 +351,21 @@ void transpose(const T* src, int64_t ld_src, T* dst, int64_t ld_dst, int64_t M, 
   if constexpr (std::is_same_v<T, double>) {
     transpose_in_blocks<8>(src, ld_src, dst, ld_dst, M, N, [&](const double* s, double* d) {
       transpose_8x8(s, ld_src, d, ld_dst);
+    });
+    return;
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  // ATen's AVX2 transpose_mxn<float> with run-time sizes is a scalar loop; its
+  // fixed 8 x 8 one is vectorized.
+  if constexpr (std::is_same_v<T, float>) {
+    transpose_in_blocks<8>(src, ld_src, dst, ld_dst, M, N, [&](const float* s, float* d) {
+      at::vec::transpose_mxn<float, 8, 8>(s, ld_src, d, ld_dst);
+    });
+    return;
+  }
+  if constexpr (std::is_same_v<T, double>) {
+    transpose_in_blocks<4>(src, ld_src, dst, ld_dst, M, N, [&](const double* s, double* d) {
+      transpose_4x4(s, ld_src, d, ld_dst);
     });
     return;
   }

@@ -36,7 +36,9 @@ defaults differ, cuDNN allowing TF32 and matmul not).
 ``--out DIR`` writes ``results-<device name>-<date>.json`` (all numbers, every
 repetition, machine info and the exact command line), ``.md`` (the table) and, when
 matplotlib can be imported, ``.png`` (a bar chart of the ratios). The device name is
-the GPU name on CUDA and the CPU model on CPU; runs with ``--tf32 on`` add ``-tf32``.
+the GPU name on CUDA, and on CPU the CPU model with the vector ISA the kernels ran
+(``AVX512+AVX512_BF16``, ``AVX2``, ...; ``(capped)`` when ``ATEN_CPU_CAPABILITY`` or
+``ONEDNN_MAX_CPU_ISA`` lowered it); runs with ``--tf32 on`` add ``-tf32``.
 """
 
 import argparse
@@ -470,6 +472,29 @@ def _loadavg() -> Optional[List[float]]:
         return None
 
 
+def cpu_isa() -> dict:
+    """The CPU's vector instruction set as the kernels use it, and the caps that set it."""
+    kernels = torch.ops.fused_lstm.cpu_kernels() if extension_loaded() else None
+    return {
+        "aten": torch.backends.cpu.get_cpu_capability(),  # AVX512, AVX2, DEFAULT...
+        "kernels": kernels,  # the ISA and each dtype's GEMM kernel; AVX512_BF16 and AMX
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+    }
+
+
+def cpu_isa_label(isa: dict) -> str:
+    """Short name of the instruction sets a CPU run used: 'AVX512+AVX512_BF16', 'AVX2', and
+    ' (capped)' when an environment variable lowered it below what the CPU has."""
+    kernels = isa.get("kernels") or ""
+    label = kernels.split(";")[0] if kernels else isa.get("aten", "?")
+    if "bfloat16 GEMMs: own AVX512_BF16" in kernels:
+        label += "+AVX512_BF16"
+    if isa.get("ATEN_CPU_CAPABILITY") or isa.get("ONEDNN_MAX_CPU_ISA"):
+        label += " (capped)"
+    return label.replace("baseline (no vector ISA)", "no-vector-ISA")
+
+
 def machine_info(device, argv: Sequence[str]) -> dict:
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
@@ -478,6 +503,7 @@ def machine_info(device, argv: Sequence[str]) -> dict:
         "device": device.type,
         "device_name": gpu or cpu_model(),
         "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "gpu_name": gpu,
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
@@ -569,7 +595,11 @@ def markdown_table(results: Sequence[dict]) -> str:
 
 def markdown_report(report: dict) -> str:
     m = report["machine"]
+    isa = m.get("cpu_isa") or {}
     info = [f"- device: {m['device']} ({m['device_name']})", f"- CPU: {m['cpu_model']}",
+            f"- CPU vector ISA: {cpu_isa_label(isa)}; kernels: {isa.get('kernels')}; "
+            f"ATEN_CPU_CAPABILITY={isa.get('ATEN_CPU_CAPABILITY')}, "
+            f"ONEDNN_MAX_CPU_ISA={isa.get('ONEDNN_MAX_CPU_ISA')}",
             f"- torch {m['torch_version']}, CUDA {m['cuda_version']}, "
             f"{m['threads']} threads, fused_lstm {m['fused_lstm_version']}, compiled "
             f"kernels: {'yes' if m['extension_loaded'] else 'NO (reference fallback)'}",
@@ -597,7 +627,10 @@ def write_outputs(report: dict, out_dir: str) -> Dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     m = report["machine"]
     tf32 = "-tf32" if (m.get("tf32") or {}).get("matmul") else ""
-    stem = os.path.join(out_dir, f"results-{_slug(m['device_name'])}-{m['date'][:10]}{tf32}")
+    name = m["device_name"]
+    if m["device"] == "cpu":  # the same CPU model comes with different vector ISAs
+        name += "-" + cpu_isa_label(m.get("cpu_isa") or {})
+    stem = os.path.join(out_dir, f"results-{_slug(name)}-{m['date'][:10]}{tf32}")
     paths = {"json": stem + ".json", "md": stem + ".md"}
     with open(paths["json"], "w") as f:
         json.dump(report, f, indent=2)

@@ -24,7 +24,16 @@ def test_bench_command_writes_reports(tmp_path, capsys, device):
     stem = jsons[0].stem
     assert mds[0].stem == stem
     machine = report["machine"]
-    assert stem == f"results-{bench._slug(machine['device_name'])}-{machine['date'][:10]}"
+    name = machine["device_name"]
+    if device == "cpu":  # CPU results name the vector ISA the kernels ran
+        isa = machine["cpu_isa"]
+        assert isa["aten"] == torch.backends.cpu.get_cpu_capability()
+        assert isa["kernels"] == torch.ops.fused_lstm.cpu_kernels()
+        label = bench.cpu_isa_label(isa)
+        assert label.split("+")[0].split(" ")[0] in ("AVX512", "AVX2", "no-vector-ISA"), label
+        name += "-" + label
+        assert label in mds[0].read_text()
+    assert stem == f"results-{bench._slug(name)}-{machine['date'][:10]}"
 
     data = json.loads(jsons[0].read_text())
     m = data["machine"]

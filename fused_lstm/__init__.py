@@ -3,6 +3,9 @@
 from ._extension import extension_loaded
 from .module import FusedLSTM, convert
 from .reference import lstm_layer_reference
+from . import quantization as _quantization
+
+_quantization.register()
 
 __version__ = "0.1.0"
 

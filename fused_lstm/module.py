@@ -6,6 +6,7 @@ import warnings
 from typing import List, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
@@ -91,7 +92,16 @@ class FusedLSTM(nn.Module):
                 for name, shape in shapes:
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                 self._all_weights.append([name for name, _ in shapes])
+        # nn.LSTM's attributes that code written for it reads.
+        self.mode = "LSTM"
+        self._flat_weights_names: List[str] = [n for names in self._all_weights for n in names]
         self.reset_parameters()
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        if "_flat_weights_names" not in self.__dict__:  # pickled by an older fused_lstm
+            self.mode = "LSTM"
+            self._flat_weights_names = [n for names in self._all_weights for n in names]
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
@@ -101,6 +111,29 @@ class FusedLSTM(nn.Module):
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    @property
+    def _flat_weights(self) -> List[Optional[Tensor]]:
+        """nn.LSTM's flat weight list, in `_flat_weights_names` order: each weight as forward
+        reads it now (after reassignment, under a parametrization, pruned...)."""
+        return [getattr(self, n) if hasattr(self, n) else None for n in self._flat_weights_names]
+
+    @_flat_weights.setter
+    def _flat_weights(self, value) -> None:
+        raise AttributeError(
+            "FusedLSTM reads its weights by name (weight_ih_l0, weight_hh_l0, ...) on every "
+            "call, so _flat_weights cannot be assigned: assign the weights themselves")
+
+    def _current_weights(self) -> List[List[Tensor]]:
+        """Each layer direction's weights, as the module holds them right now."""
+        params = self._parameters  # direct lookups: nn.Module's __getattr__ costs us per call
+        try:
+            return [[params[name] for name in names] for names in self._all_weights]
+        except KeyError:
+            # A weight reparametrized (torch.nn.utils.parametrize, weight_norm, prune) or
+            # replaced by a plain tensor is no longer a parameter of its own; the attribute
+            # gives its current value, computed from what the parametrization holds.
+            return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
         """No-op, kept so code written for nn.LSTM runs unchanged."""
@@ -132,31 +165,108 @@ class FusedLSTM(nn.Module):
         fused.train(lstm.training)
         return fused
 
+    def to_lstm(self) -> nn.LSTM:
+        """An nn.LSTM with this configuration that shares this module's parameters (the same
+        Parameter objects: training either trains both)."""
+        weights = self._current_weights()
+        names = [n for ns in self._all_weights for n in ns]
+        if any(not isinstance(w, nn.Parameter) or self._parameters.get(n) is not w
+               for n, w in zip(names, (w for ws in weights for w in ws))):
+            raise RuntimeError(
+                "FusedLSTM.to_lstm needs every weight to be a parameter of its own; this "
+                "module's weights are reparametrized or replaced (parametrize, weight_norm, "
+                "prune...). Remove the reparametrization first, or copy the weights into an "
+                "nn.LSTM yourself")
+        first = weights[0][0]
+        lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias,
+                       self.batch_first, self.dropout, self.bidirectional, self.proj_size,
+                       device="meta", dtype=first.dtype)
+        for name in names:
+            setattr(lstm, name, self._parameters[name])
+        lstm._init_flat_weights()
+        lstm.train(self.training)
+        return lstm
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        # torch.jit.script cannot compile this module's Python (its ops' wrappers, the
+        # autograd and fallback logic), so it compiles the nn.LSTM FusedLSTM is equivalent
+        # to, sharing the parameters: same numbers, and a scripted model that needs no
+        # fused_lstm to run, but nn.LSTM's kernels.
+        warnings.warn(
+            "torch.jit.script: FusedLSTM is scripted as the equivalent nn.LSTM (same "
+            "parameters and results, nn.LSTM's kernels). To keep FusedLSTM's kernels in a "
+            "deployed model, use torch.jit.trace, torch.export or torch.compile.",
+            stacklevel=2)
+        return self.to_lstm()
+
     # ---- argument checks, with nn.LSTM's exception types and messages ----
+    # check_input, get_expected_hidden_size, get_expected_cell_size, check_hidden_size,
+    # check_forward_args and permute_hidden are nn.LSTM's own helpers, with its meaning.
 
-    def _check_input(self, x: Tensor, batch_sizes: Optional[Tensor]) -> None:
-        w = self.weight_ih_l0
-        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
+    def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+        self._check_input(input, batch_sizes, self._current_weights()[0][0])
+
+    def _check_input(self, input: Tensor, batch_sizes: Optional[Tensor], w: Tensor) -> None:
+        """check_input against w, the first weight as forward reads it."""
+        if input.dtype != w.dtype and not torch.is_autocast_enabled(input.device.type):
             raise ValueError(
-                f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). "
-                f"Convert input: input.to({w.dtype}), or convert model: model.to({x.dtype})")
+                f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
+                f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
         expected_dim = 2 if batch_sizes is not None else 3
-        if x.dim() != expected_dim:
-            raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
-        if x.size(-1) != self.input_size:
+        if input.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
+        if input.size(-1) != self.input_size:
             raise RuntimeError("input.size(-1) must be equal to input_size. "
-                               f"Expected {self.input_size}, got {x.size(-1)}")
-        if x.device != w.device:
+                               f"Expected {self.input_size}, got {input.size(-1)}")
+        if input.device != w.device:
             raise RuntimeError(f"Input and parameter tensors are not at the same device, found "
-                               f"input tensor at {x.device} and parameter tensor at {w.device}")
+                               f"input tensor at {input.device} and parameter tensor at {w.device}")
 
-    def _check_hidden(self, hx: Tuple[Tensor, Tensor], batch: int, x: Tensor) -> None:
-        layers = self.num_layers * (2 if self.bidirectional else 1)
-        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        for k, (t, size) in enumerate(((hx[0], real_hidden), (hx[1], self.hidden_size))):
-            expected = (layers, batch, size)
-            if t.size() != expected:
-                raise RuntimeError(f"Expected hidden[{k}] size {expected}, got {list(t.size())}")
+    def _expected_state_size(self, input: Tensor, batch_sizes: Optional[Tensor],
+                             size: int) -> Tuple[int, int, int]:
+        if batch_sizes is not None:
+            batch = int(batch_sizes[0]) if batch_sizes.numel() else 0
+        else:
+            batch = input.size(0) if self.batch_first else input.size(1)
+        return (self.num_layers * (2 if self.bidirectional else 1), batch, size)
+
+    def get_expected_hidden_size(self, input: Tensor,
+                                 batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
+        """(layers x directions, batch, proj_size or hidden_size): h0's expected size for
+        `input` as forward receives it (batch first if batch_first)."""
+        return self._expected_state_size(input, batch_sizes, self.proj_size or self.hidden_size)
+
+    def get_expected_cell_size(self, input: Tensor,
+                               batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
+        """(layers x directions, batch, hidden_size): c0's expected size."""
+        return self._expected_state_size(input, batch_sizes, self.hidden_size)
+
+    def check_hidden_size(self, hx: Tensor, expected_hidden_size: Tuple[int, int, int],
+                          msg: str = "Expected hidden size {}, got {}") -> None:
+        if hx.size() != expected_hidden_size:
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
+
+    def check_forward_args(self, input: Tensor, hidden: Tuple[Tensor, Tensor],
+                           batch_sizes: Optional[Tensor]) -> None:
+        self.check_input(input, batch_sizes)
+        self._check_state_sizes(input, hidden, batch_sizes)
+
+    def _check_state_sizes(self, input: Tensor, hidden: Tuple[Tensor, Tensor],
+                           batch_sizes: Optional[Tensor]) -> None:
+        self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                               "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                               "Expected hidden[1] size {}, got {}")
+
+    def permute_hidden(self, hx: Tuple[Tensor, Tensor],
+                       permutation: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """(h, c) with their batch rows put in `permutation`'s order (None: unchanged)."""
+        if permutation is None:
+            return hx
+        return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
+
+    def _check_hidden_dtype_device(self, hx: Tuple[Tensor, Tensor], x: Tensor) -> None:
+        for k, t in enumerate(hx):
             if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
                 raise RuntimeError(f"Expected hidden[{k}] dtype {x.dtype} (the input's), "
                                    f"got {t.dtype}")
@@ -167,6 +277,8 @@ class FusedLSTM(nn.Module):
     # ---- forward ----
 
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        if isinstance(input, torch.fx.Proxy):
+            return self._fx_leaf_call(input, hx)
         packed = isinstance(input, PackedSequence)
         if packed:
             x, batch_sizes, sorted_indices, unsorted_indices = input
@@ -180,7 +292,8 @@ class FusedLSTM(nn.Module):
             if not is_batched:
                 x = x.unsqueeze(0 if self.batch_first else 1)
             batch = x.size(0) if self.batch_first else x.size(1)
-        self._check_input(x, batch_sizes)
+        weights = self._current_weights()
+        self._check_input(x, batch_sizes, weights[0][0])
         if hx is not None:
             # nn.LSTM indexes hx[0], hx[1] without checking hx's type: a stacked Tensor
             # passes its shape checks and then fails with TypeError.
@@ -201,18 +314,18 @@ class FusedLSTM(nn.Module):
                         "tensors")
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-            self._check_hidden(hx, batch, x)
+            self._check_state_sizes(x, hx, batch_sizes)
+            self._check_hidden_dtype_device(hx, x)
             if stacked:
                 raise TypeError("lstm expects hx as a tuple (h0, c0) of tensors, got a Tensor")
-            if sorted_indices is not None:
-                hx = (hx[0].index_select(1, sorted_indices), hx[1].index_select(1, sorted_indices))
+            hx = self.permute_hidden(hx, sorted_indices)
         if not packed:
             if x.size(1 if self.batch_first else 0) == 0:
                 raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
             if self.batch_first:
                 x = x.transpose(0, 1)
 
-        y, h_n, c_n = self._run_layers(x, batch_sizes, hx, batch)
+        y, h_n, c_n = self._run_layers(x, batch_sizes, hx, batch, weights)
 
         if packed:
             out = PackedSequence(y, batch_sizes, sorted_indices, unsorted_indices)
@@ -226,6 +339,24 @@ class FusedLSTM(nn.Module):
             y = y.squeeze(0 if self.batch_first else 1)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return y, (h_n, c_n)
+
+    def _fx_leaf_call(self, input: "torch.fx.Proxy", hx):
+        """Under torch.fx.symbolic_trace: one call_module node for this module, as the
+        tracer makes for nn.LSTM (a leaf there, being in torch.nn), instead of tracing
+        into forward, whose checks branch on the input's shape."""
+        tracer = input.tracer
+        try:
+            path = tracer.path_of_module(self)
+        except NameError:
+            path = None
+        if not path:
+            raise torch.fx.proxy.TraceError(
+                "torch.fx.symbolic_trace traces a model holding FusedLSTM, where FusedLSTM "
+                "becomes one call_module node as nn.LSTM does; FusedLSTM itself cannot be "
+                "the traced root (nor can nn.LSTM). Wrap it in a module, or use torch.export "
+                "or torch.compile")
+        args = (input,) if hx is None else (input, hx)
+        return tracer.create_proxy("call_module", path, args, {})
 
     def _autocast_dtypes(self, x: Tensor, batch_sizes: Optional[Tensor]):
         """Under autocast: (dtype to run in, dtype of output and h_n, dtype of c_n), else None.
@@ -272,11 +403,11 @@ class FusedLSTM(nn.Module):
         return x.new_zeros(lead + (real_hidden,)), x.new_zeros(lead + (self.hidden_size,))
 
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
-                    hx: Optional[Tuple[Tensor, Tensor]], batch: int):
-        """All layers and directions. x: [T, B, I] or packed [N, I]."""
+                    hx: Optional[Tuple[Tensor, Tensor]], batch: int,
+                    weights: List[List[Tensor]]):
+        """All layers and directions. x: [T, B, I] or packed [N, I]; weights: per layer
+        direction, in _all_weights order."""
         directions = 2 if self.bidirectional else 1
-        params = self._parameters  # direct lookups: nn.Module's __getattr__ costs us per call
-        weights = [[params[name] for name in names] for names in self._all_weights]
         dtype = x.dtype
         autocast = self._autocast_dtypes(x, batch_sizes)
         if autocast is not None:
@@ -293,7 +424,7 @@ class FusedLSTM(nn.Module):
         # between them. In inference, timed interleaved against one direction
         # at a time on all threads (sentiment): -3% with both cores at full
         # speed, -5% to -16% while one of them ran slower.
-        both_at_once = directions == 2 and bidirectional_op_available(x.device.type)
+        both_at_once = directions == 2 and bidirectional_op_available(x, hx, weights)
         for layer in range(self.num_layers):
             ks = [layer * directions + d for d in range(directions)]
             if both_at_once:

@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import _extension
 from .reference import lstm_layer_reference
@@ -179,6 +180,40 @@ def _differentiable_backward(grad_outputs, args):
     return tuple(result)
 
 
+def _transform_needs_reference(tensors) -> bool:
+    """Whether a differentiating torch.func transform (grad, vjp, jacrev, jvp, jacfwd) or
+    forward-mode AD (torch.autograd.forward_ad) is at work on this call.
+
+    The ops' autograd (torch.library.register_autograd) gives neither: functorch refuses
+    it, and forward-mode AD would silently see tangents of zero. The reference
+    implementation is made of ATen ops with every rule, so those calls run it: exact, and
+    slower. vmap alone keeps the fused ops.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if torch._C._functorch.maybe_current_level() is not None:
+        from torch._C._functorch import TransformType
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+        return any(i.key() in (TransformType.Grad, TransformType.Jvp)
+                   for i in retrieve_all_functorch_interpreters())
+    if forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
+        return any(t is not None and forward_ad.unpack_dual(t).tangent is not None
+                   for t in tensors)
+    return False
+
+
+def _need_backward(tensors) -> bool:
+    """Whether the forward op should save what its backward needs."""
+    if torch.jit.is_tracing():
+        # A trace bakes this flag into its graph, which must not depend on the grad mode
+        # of the call being traced (torch.jit.trace's own check reruns it without grad).
+        # False keeps a traced model's inference lean; a backward through it recomputes
+        # what it needs (see _backward).
+        return False
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def lstm_layer(
     x: Tensor,
     batch_sizes: Optional[Tensor],
@@ -192,29 +227,32 @@ def lstm_layer(
     reverse: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """One direction of one layer: y, h_n, c_n (see csrc/ops.cpp for shapes)."""
-    if not _extension.extension_loaded():
+    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if not _extension.extension_loaded() or _transform_needs_reference(tensors):
         return lstm_layer_reference(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
-    need_backward = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr))
+    need_backward = _need_backward(tensors)
     y, h_n, c_n, _, _ = torch.ops.fused_lstm.lstm_layer_forward(
         x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_backward)
     return y, h_n, c_n
 
 
-def bidirectional_op_available(device_type: str) -> bool:
-    """Whether this build runs both directions of a layer in one op on device_type."""
-    return _extension.extension_loaded() and device_type == "cpu"
+def bidirectional_op_available(x: Tensor, hx, weights) -> bool:
+    """Whether both directions of a layer can run in one op for this call: a build with
+    the op on x's device (CPU), and no transform that needs the reference (see
+    _transform_needs_reference; lstm_layer then runs each direction on it)."""
+    return (_extension.extension_loaded() and x.device.type == "cpu"
+            and not _transform_needs_reference(
+                (x, *(hx or ()), *(w for ws in weights for w in ws))))
 
 
 def lstm_bidirectional_layer(x, batch_sizes, h0, c0, forward_weights, reverse_weights):
     """Both directions of one layer: y ([..., 2 * Hout]), h_n [2, B, Hout], c_n [2, B, H].
 
     forward_weights / reverse_weights: (w_ih, w_hh, b_ih, b_hh, w_hr) of each direction.
-    Call only where bidirectional_op_available(x.device.type).
+    Call only where bidirectional_op_available says so.
     """
     tensors = (x, h0, c0, *forward_weights, *reverse_weights)
-    need_backward = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors)
+    need_backward = _need_backward(tensors)
     y, h_n, c_n, *_ = torch.ops.fused_lstm.lstm_bidirectional_layer_forward(
         x, batch_sizes, h0, c0, *forward_weights, *reverse_weights, need_backward)
     return y, h_n, c_n

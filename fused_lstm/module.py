@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .ops import bidirectional_op_available, lstm_bidirectional_layer, lstm_layer
+from .ops import lstm_layer
 
 
 class FusedLSTM(nn.Module):
@@ -387,20 +387,17 @@ class FusedLSTM(nn.Module):
             return low, low, low
         return None
 
-    def _layer_weights(self, ws: List[Tensor]):
-        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer direction, None where absent."""
-        b_ih, b_hh = (ws[2], ws[3]) if self.bias else (None, None)
-        return ws[0], ws[1], b_ih, b_hh, ws[-1] if self.proj_size > 0 else None
-
-    def _initial_state(self, hx: Optional[Tuple[Tensor, Tensor]], x: Tensor, batch: int, k: int,
-                       n: int) -> Tuple[Tensor, Tensor]:
-        """h0, c0 of layer directions k .. k + n - 1 ([B, .] for one, [n, B, .] for more).
-        Without hx, zeros made to size rather than a slice of zeros for all layers."""
+    def _initial_state(self, hx: Optional[Tuple[Tensor, Tensor]], x: Tensor, batch: int,
+                       layer: int) -> Tuple[Tensor, Tensor]:
+        """h0 [D, B, Hout], c0 [D, B, H] of one layer's D directions. Without hx, zeros made
+        to size rather than a slice of zeros for all layers."""
+        directions = 2 if self.bidirectional else 1
         if hx is not None:
-            return (hx[0][k], hx[1][k]) if n == 1 else (hx[0][k:k + n], hx[1][k:k + n])
+            k = layer * directions
+            return hx[0][k:k + directions], hx[1][k:k + directions]
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        lead = (batch,) if n == 1 else (n, batch)
-        return x.new_zeros(lead + (real_hidden,)), x.new_zeros(lead + (self.hidden_size,))
+        return (x.new_zeros((directions, batch, real_hidden)),
+                x.new_zeros((directions, batch, self.hidden_size)))
 
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
                     hx: Optional[Tuple[Tensor, Tensor]], batch: int,
@@ -420,37 +417,14 @@ class FusedLSTM(nn.Module):
         h_n: List[Tensor] = []  # [directions, B, Hout] per layer
         c_n: List[Tensor] = []  # [directions, B, H] per layer
         layer_input = x
-        # Both directions of a layer in one op, on a core each, with no barrier
-        # between them. In inference, timed interleaved against one direction
-        # at a time on all threads (sentiment): -3% with both cores at full
-        # speed, -5% to -16% while one of them ran slower.
-        both_at_once = directions == 2 and bidirectional_op_available(x, hx, weights)
         for layer in range(self.num_layers):
-            ks = [layer * directions + d for d in range(directions)]
-            if both_at_once:
-                k0, k1 = ks
-                layer_input, h, c = lstm_bidirectional_layer(
-                    layer_input, batch_sizes, *self._initial_state(hx, x, batch, k0, 2),
-                    self._layer_weights(weights[k0]), self._layer_weights(weights[k1]))
-                h_n.append(h)
-                c_n.append(c)
-            else:
-                outputs, hs, cs = [], [], []
-                for k in ks:
-                    y, h, c = lstm_layer(layer_input, batch_sizes,
-                                         *self._initial_state(hx, x, batch, k, 1),
-                                         *self._layer_weights(weights[k]), k % directions == 1)
-                    outputs.append(y)
-                    hs.append(h)
-                    cs.append(c)
-                if directions == 1:
-                    layer_input = outputs[0]
-                    h_n.append(hs[0].unsqueeze(0))
-                    c_n.append(cs[0].unsqueeze(0))
-                else:
-                    layer_input = torch.cat(outputs, dim=-1)
-                    h_n.append(torch.stack(hs))
-                    c_n.append(torch.stack(cs))
+            layer_weights = [w for ws in weights[layer * directions:(layer + 1) * directions]
+                             for w in ws]
+            layer_input, h, c = lstm_layer(
+                layer_input, batch_sizes, *self._initial_state(hx, x, batch, layer),
+                layer_weights, self.bias, self.proj_size > 0, self.bidirectional)
+            h_n.append(h)
+            c_n.append(c)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         y = layer_input

@@ -1,17 +1,18 @@
 """Python side of the fused_lstm ops: fake (shape) kernels and autograd.
 
 The ops themselves are declared in csrc/ops.cpp and implemented per device in
-C++. `lstm_layer` is the one entry point FusedLSTM calls per layer direction.
+C++. `lstm_layer` is the one entry point FusedLSTM calls per layer (one direction or
+both).
 """
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
 from . import _extension
-from .reference import lstm_layer_reference
+from .reference import lstm_layers_reference
 
 REDUCED = (torch.float16, torch.bfloat16)
 
@@ -21,163 +22,139 @@ def _saved_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in REDUCED else dtype
 
 
+def _per_direction(has_bias: bool, has_proj: bool) -> int:
+    """Weights per direction in the layer op's list."""
+    return 2 + (2 if has_bias else 0) + (1 if has_proj else 0)
+
+
 if _extension.extension_loaded():
 
     @torch.library.register_fake("fused_lstm::lstm_layer_forward")
-    def _forward_fake(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                      need_backward):
+    def _forward_fake(x, batch_sizes, h0, c0, weights, has_bias, has_proj, bidirectional,
+                      reverse, need_backward):
+        directions = 2 if bidirectional else 1
+        w_ih = weights[0]
         H = w_ih.shape[0] // 4
-        Hout = w_hr.shape[0] if w_hr is not None else H
+        Hout = weights[_per_direction(has_bias, has_proj) - 1].shape[0] if has_proj else H
         torch._check(x.shape[-1] == w_ih.shape[1],
                      lambda: f"expected input with {w_ih.shape[1]} features, got {x.shape[-1]}")
         N = x.shape[0] if batch_sizes is not None else x.shape[0] * x.shape[1]
-        saved = _saved_dtype(x.dtype)
+        dtype = _saved_dtype(x.dtype)
         rows = N if need_backward else 0
-        return (
-            x.new_empty((*x.shape[:-1], Hout)),
-            h0.new_empty(h0.shape),
-            c0.new_empty(c0.shape),
-            x.new_empty((rows, 4 * H), dtype=saved),
-            x.new_empty((rows, H), dtype=saved),
-        )
+        saved = []
+        for _ in range(directions):  # gates, cells
+            saved += [x.new_empty((rows, 4 * H), dtype=dtype), x.new_empty((rows, H), dtype=dtype)]
+        return (x.new_empty((*x.shape[:-1], directions * Hout)), h0.new_empty(h0.shape),
+                c0.new_empty(c0.shape), saved)
 
     @torch.library.register_fake("fused_lstm::lstm_layer_backward")
-    def _backward_fake(grad_y, grad_h_n, grad_c_n, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih,
-                       b_hh, w_hr, y, gates, cells, reverse):
-        empty = w_ih.new_empty((0,))
-        return (
-            x.new_empty(x.shape),
-            h0.new_empty(h0.shape),
-            c0.new_empty(c0.shape),
-            w_ih.new_empty(w_ih.shape),
-            w_hh.new_empty(w_hh.shape),
-            b_ih.new_empty(b_ih.shape) if b_ih is not None else empty,
-            b_hh.new_empty(b_hh.shape) if b_hh is not None else empty.clone(),
-            w_hr.new_empty(w_hr.shape) if w_hr is not None else empty.clone(),
-        )
+    def _backward_fake(grad_y, grad_h_n, grad_c_n, x, batch_sizes, h0, c0, weights, has_bias,
+                       has_proj, bidirectional, reverse, y, saved):
+        return (x.new_empty(x.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+                [w.new_empty(w.shape) for w in weights])
 
-    def _setup_context(ctx, inputs, output):
-        x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_backward = inputs
-        y, _, _, gates, cells = output
-        # Outputs without a gradient (always gates and cells, the buffers saved
-        # for backward) reach _backward as None instead of as zeros of their
-        # size (T x B x 4H for gates: the largest tensor of a training step).
-        ctx.set_materialize_grads(False)
-        ctx.reverse = reverse
-        ctx.need_backward = need_backward
-        ctx.has_bias = b_ih is not None
-        ctx.has_proj = w_hr is not None
-        ctx.save_for_backward(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates,
-                              cells)
+    class _LayerFunction(torch.autograd.Function):
+        """The layer op's autograd, with its tensors flat (see _autograd_kernel)."""
 
-    def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
-        (x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, y, gates,
-         cells) = ctx.saved_tensors
-        if not ctx.need_backward and not torch.is_grad_enabled():
-            # Called with need_backward=False yet differentiated: recompute what
-            # backward needs rather than fail.
-            y, _, _, gates, cells = torch.ops.fused_lstm.lstm_layer_forward(
-                x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, ctx.reverse, True)
-        grad_y = torch.zeros_like(y) if grad_y is None else grad_y
-        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
-        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-        if torch.is_grad_enabled():
-            # create_graph=True: differentiate the reference, whose graph is itself
-            # differentiable, so second-order gradients exist and are exact.
-            grads = _differentiable_backward(
-                (grad_y, grad_h_n, grad_c_n),
-                (x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, ctx.reverse))
-        else:
-            grads = torch.ops.fused_lstm.lstm_layer_backward(
-                grad_y, grad_h_n, grad_c_n, x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                w_hr, y, gates, cells, ctx.reverse)
-        g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_hr = grads
-        return (g_x, None, g_h0, g_c0, g_w_ih, g_w_hh,
-                g_b_ih if ctx.has_bias else None, g_b_hh if ctx.has_bias else None,
-                g_w_hr if ctx.has_proj else None, None, None)
+        @staticmethod
+        def forward(ctx, keyset, x, batch_sizes, h0, c0, has_bias, has_proj, bidirectional,
+                    reverse, need_backward, *weights):
+            with torch._C._AutoDispatchBelowAutograd():
+                y, h_n, c_n, saved = _FORWARD.redispatch(
+                    keyset & torch._C._after_autograd_keyset, x, batch_sizes, h0, c0,
+                    list(weights), has_bias, has_proj, bidirectional, reverse, need_backward)
+            # Outputs without a gradient (the buffers saved for backward) reach backward
+            # as None instead of as zeros of their size (T x B x 4H for gates: the
+            # largest tensor of a training step).
+            ctx.set_materialize_grads(False)
+            ctx.mark_non_differentiable(*saved)
+            ctx.flags = (has_bias, has_proj, bidirectional, reverse)
+            ctx.need_backward = need_backward
+            ctx.save_for_backward(x, batch_sizes, h0, c0, y, *saved, *weights)
+            ctx.saved_count = len(saved)
+            return (y, h_n, c_n, *saved)
 
-    torch.library.register_autograd(
-        "fused_lstm::lstm_layer_forward", _backward, setup_context=_setup_context)
+        @staticmethod
+        def backward(ctx, grad_y, grad_h_n, grad_c_n, *_grad_saved):
+            x, batch_sizes, h0, c0, y, *rest = ctx.saved_tensors
+            saved, weights = list(rest[:ctx.saved_count]), list(rest[ctx.saved_count:])
+            grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+            grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+            grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+            args = (x, batch_sizes, h0, c0, weights, *ctx.flags)
+            if torch.is_grad_enabled():
+                # create_graph=True: differentiate the reference, whose graph is itself
+                # differentiable, so second-order gradients exist and are exact.
+                g_x, g_h0, g_c0, g_w = _differentiable_backward((grad_y, grad_h_n, grad_c_n),
+                                                                args)
+            else:
+                if not ctx.need_backward:
+                    # Called with need_backward=False yet differentiated: recompute what
+                    # backward needs rather than fail.
+                    y, _, _, saved = torch.ops.fused_lstm.lstm_layer_forward(*args, True)
+                g_x, g_h0, g_c0, g_w = torch.ops.fused_lstm.lstm_layer_backward(
+                    grad_y, grad_h_n, grad_c_n, *args, y, saved)
+            return (None, g_x, None, g_h0, g_c0, None, None, None, None, None, *g_w)
 
-    # ---- both directions of a bidirectional layer in one op (CPU) ----
+    _FORWARD = torch.ops.fused_lstm.lstm_layer_forward.default
 
-    @torch.library.register_fake("fused_lstm::lstm_bidirectional_layer_forward")
-    def _bidirectional_forward_fake(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                    w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, need_backward):
-        y, _, _, gates, cells = _forward_fake(x, batch_sizes, h0[0], c0[0], w_ih, w_hh, b_ih,
-                                              b_hh, w_hr, False, need_backward)
-        return (x.new_empty((*x.shape[:-1], 2 * y.shape[-1])), h0.new_empty(h0.shape),
-                c0.new_empty(c0.shape), gates, cells, gates.new_empty(gates.shape),
-                cells.new_empty(cells.shape))
+    def _autograd_kernel(keyset, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
+                         bidirectional, reverse, need_backward):
+        """The layer op's Autograd kernel, as torch.library.register_autograd would make it,
+        without the pytree round trip its generated function gives a tensor-list argument
+        on every call (about 100 us per training step at small sizes, benchmarks/NOTES.md)."""
+        if torch.is_grad_enabled() and (
+                x.requires_grad or h0.requires_grad or c0.requires_grad
+                or any(w.requires_grad for w in weights)):
+            y, h_n, c_n, *saved = _LayerFunction.apply(
+                keyset, x, batch_sizes, h0, c0, has_bias, has_proj, bidirectional, reverse,
+                need_backward, *weights)
+            return y, h_n, c_n, saved
+        with torch._C._AutoDispatchBelowAutograd():
+            return _FORWARD.redispatch(keyset & torch._C._after_autograd_keyset, x, batch_sizes,
+                                       h0, c0, weights, has_bias, has_proj, bidirectional,
+                                       reverse, need_backward)
 
-    @torch.library.register_fake("fused_lstm::lstm_bidirectional_layer_backward")
-    def _bidirectional_backward_fake(grad_y, grad_h_n, grad_c_n, x, batch_sizes, h0, c0, w_ih,
-                                     w_hh, b_ih, b_hh, w_hr, w_ih_r, w_hh_r, b_ih_r, b_hh_r,
-                                     w_hr_r, y, gates, cells, gates_r, cells_r):
-        fwd = _backward_fake(None, None, None, x, batch_sizes, h0[0], c0[0], w_ih, w_hh, b_ih,
-                             b_hh, w_hr, None, None, None, False)
-        rev = _backward_fake(None, None, None, x, batch_sizes, h0[1], c0[1], w_ih_r, w_hh_r,
-                             b_ih_r, b_hh_r, w_hr_r, None, None, None, True)
-        return (fwd[0], h0.new_empty(h0.shape), c0.new_empty(c0.shape), *fwd[3:], *rev[3:])
+    _LIBRARY = torch.library.Library("fused_lstm", "IMPL")
+    _LIBRARY.impl("lstm_layer_forward", _autograd_kernel, "Autograd", with_keyset=True)
 
-    def _bidirectional_setup_context(ctx, inputs, output):
-        ctx.need_backward = inputs[-1]
-        ctx.set_materialize_grads(False)  # as in _setup_context
-        ctx.optional = [t is not None for t in inputs[4:14]]
-        _, _, _, gates, cells, gates_r, cells_r = output
-        ctx.save_for_backward(*inputs[:14], output[0], gates, cells, gates_r, cells_r)
+    def _vmap_by_loop(op):
+        """A vmap rule running `op` once per sample: the ops take and return tensor lists,
+        for which torch generates no vmap fallback."""
+        def rule(info, in_dims, *args):
+            def sample(arg, dim, v):
+                if isinstance(arg, (list, tuple)):
+                    return [sample(a, d, v) for a, d in zip(arg, dim or [None] * len(arg))]
+                return arg if dim is None else arg.select(dim, v)
 
-    def _bidirectional_backward(ctx, grad_y, grad_h_n, grad_c_n, *_unused):
-        saved = ctx.saved_tensors
-        args, (y, gates, cells, gates_r, cells_r) = list(saved[:14]), saved[14:]
-        x, batch_sizes, h0, c0 = args[:4]
-        grad_y = torch.zeros_like(y) if grad_y is None else grad_y
-        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
-        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
-        if torch.is_grad_enabled():
-            # create_graph=True: each direction through the differentiable reference.
-            hout = h0.shape[-1]
-            grads = []
-            for d, ws in enumerate((args[4:9], args[9:14])):
-                grads.append(_differentiable_backward(
-                    (grad_y[..., d * hout:(d + 1) * hout], grad_h_n[d], grad_c_n[d]),
-                    (x, batch_sizes, h0[d], c0[d], *ws, d == 1)))
-            g_x = grads[0][0] + grads[1][0]
-            g_h0 = torch.stack([grads[0][1], grads[1][1]])
-            g_c0 = torch.stack([grads[0][2], grads[1][2]])
-            g_w = list(grads[0][3:]) + list(grads[1][3:])
-        else:
-            if not ctx.need_backward:
-                _, _, _, gates, cells, gates_r, cells_r = \
-                    torch.ops.fused_lstm.lstm_bidirectional_layer_forward(*args, True)
-            g_x, g_h0, g_c0, *g_w = torch.ops.fused_lstm.lstm_bidirectional_layer_backward(
-                grad_y, grad_h_n, grad_c_n, *args, y, gates, cells, gates_r, cells_r)
-        g_w = [g if present else None for g, present in zip(g_w, ctx.optional)]
-        return (g_x, None, g_h0, g_c0, *g_w, None)
+            outs = [op(*(sample(a, d, v) for a, d in zip(args, in_dims)))
+                    for v in range(info.batch_size)]
+            stacked = tuple(torch.stack(list(o)) if isinstance(o[0], Tensor)
+                            else [torch.stack(list(t)) for t in zip(*o)] for o in zip(*outs))
+            out_dims = tuple(0 if isinstance(o, Tensor) else [0] * len(o) for o in stacked)
+            return stacked, out_dims
+        return rule
 
-    torch.library.register_autograd(
-        "fused_lstm::lstm_bidirectional_layer_forward", _bidirectional_backward,
-        setup_context=_bidirectional_setup_context)
+    for _name in ("lstm_layer_forward", "lstm_layer_backward"):
+        torch.library.register_vmap(f"fused_lstm::{_name}",
+                                    _vmap_by_loop(getattr(torch.ops.fused_lstm, _name).default))
 
 
 def _differentiable_backward(grad_outputs, args):
-    """Gradients of lstm_layer w.r.t. its tensor inputs, as a differentiable graph."""
-    x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse = args
-    inputs = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
+    """Gradients of the layer op w.r.t. x, h0, c0 and each weight, as a differentiable
+    graph: (grad_x, grad_h0, grad_c0, [grad of each weight])."""
+    x, batch_sizes, h0, c0, weights = args[:5]
     # The saved inputs are the caller's tensors, still attached to their graph, so
     # recomputing on them and differentiating with create_graph=True gives
     # gradients that are themselves differentiable.
-    outs = lstm_layer_reference(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
-    wrt = [t for t in inputs if t is not None and t.requires_grad]
+    outs = lstm_layers_reference(*args)
+    inputs = [x, h0, c0, *weights]
+    wrt = [t for t in inputs if t.requires_grad]
     got = torch.autograd.grad(outs, wrt, grad_outputs, create_graph=True, allow_unused=True)
     by_id = {id(t): g for t, g in zip(wrt, got)}
-    result = []
-    for t in inputs:
-        g = by_id.get(id(t)) if t is not None else None
-        if g is None:
-            g = torch.zeros_like(t) if t is not None else x.new_empty((0,))
-        result.append(g)
-    return tuple(result)
+    grads = [by_id.get(id(t)) for t in inputs]
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+    return grads[0], grads[1], grads[2], grads[3:]
 
 
 def _transform_needs_reference(tensors) -> bool:
@@ -214,45 +191,14 @@ def _need_backward(tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def lstm_layer(
-    x: Tensor,
-    batch_sizes: Optional[Tensor],
-    h0: Tensor,
-    c0: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Optional[Tensor],
-    b_hh: Optional[Tensor],
-    w_hr: Optional[Tensor],
-    reverse: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """One direction of one layer: y, h_n, c_n (see csrc/ops.cpp for shapes)."""
-    tensors = (x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+def lstm_layer(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
+               weights: List[Tensor], has_bias: bool, has_proj: bool, bidirectional: bool,
+               reverse: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+    """One layer, one direction or both: y ([..., D * Hout]), h_n [D, B, Hout], c_n [D, B, H]
+    (the layer op's arguments and shapes, csrc/ops.cpp)."""
+    args = (x, batch_sizes, h0, c0, weights, has_bias, has_proj, bidirectional, reverse)
+    tensors = (x, h0, c0, *weights)
     if not _extension.extension_loaded() or _transform_needs_reference(tensors):
-        return lstm_layer_reference(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
-    need_backward = _need_backward(tensors)
-    y, h_n, c_n, _, _ = torch.ops.fused_lstm.lstm_layer_forward(
-        x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_backward)
-    return y, h_n, c_n
-
-
-def bidirectional_op_available(x: Tensor, hx, weights) -> bool:
-    """Whether both directions of a layer can run in one op for this call: a build with
-    the op on x's device (CPU), and no transform that needs the reference (see
-    _transform_needs_reference; lstm_layer then runs each direction on it)."""
-    return (_extension.extension_loaded() and x.device.type == "cpu"
-            and not _transform_needs_reference(
-                (x, *(hx or ()), *(w for ws in weights for w in ws))))
-
-
-def lstm_bidirectional_layer(x, batch_sizes, h0, c0, forward_weights, reverse_weights):
-    """Both directions of one layer: y ([..., 2 * Hout]), h_n [2, B, Hout], c_n [2, B, H].
-
-    forward_weights / reverse_weights: (w_ih, w_hh, b_ih, b_hh, w_hr) of each direction.
-    Call only where bidirectional_op_available says so.
-    """
-    tensors = (x, h0, c0, *forward_weights, *reverse_weights)
-    need_backward = _need_backward(tensors)
-    y, h_n, c_n, *_ = torch.ops.fused_lstm.lstm_bidirectional_layer_forward(
-        x, batch_sizes, h0, c0, *forward_weights, *reverse_weights, need_backward)
+        return lstm_layers_reference(*args)
+    y, h_n, c_n, _ = torch.ops.fused_lstm.lstm_layer_forward(*args, _need_backward(tensors))
     return y, h_n, c_n

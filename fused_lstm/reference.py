@@ -73,3 +73,33 @@ def lstm_layer_reference(
     else:
         y = torch.cat(outputs)
     return y, h_n, c_n
+
+
+def split_layer_weights(weights: List[Tensor], has_bias: bool, has_proj: bool,
+                        directions: int) -> List[Tuple[Optional[Tensor], ...]]:
+    """The layer op's weights list (per direction: w_ih, w_hh, then b_ih, b_hh with a bias,
+    then w_hr with a projection) as (w_ih, w_hh, b_ih, b_hh, w_hr) per direction, None
+    where absent."""
+    per = 2 + (2 if has_bias else 0) + (1 if has_proj else 0)
+    if len(weights) != directions * per:
+        raise RuntimeError(f"expected {directions * per} weights ({per} per direction), "
+                           f"got {len(weights)}")
+    out = []
+    for d in range(directions):
+        w = weights[d * per:(d + 1) * per]
+        out.append((w[0], w[1], w[2] if has_bias else None, w[3] if has_bias else None,
+                    w[-1] if has_proj else None))
+    return out
+
+
+def lstm_layers_reference(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
+                          weights: List[Tensor], has_bias: bool, has_proj: bool,
+                          bidirectional: bool, reverse: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """One layer, one direction or both, with the layer op's arguments (csrc/ops.cpp):
+    y ([..., D * Hout]), h_n [D, B, Hout], c_n [D, B, H]."""
+    directions = 2 if bidirectional else 1
+    outs = [lstm_layer_reference(x, batch_sizes, h0[d], c0[d], *w,
+                                 reverse if directions == 1 else d == 1)
+            for d, w in enumerate(split_layer_weights(weights, has_bias, has_proj, directions))]
+    y = outs[0][0] if directions == 1 else torch.cat([o[0] for o in outs], dim=-1)
+    return y, torch.stack([o[1] for o in outs]), torch.stack([o[2] for o in outs])

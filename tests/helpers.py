@@ -57,20 +57,44 @@ def make_pair(dtype=torch.float32, seed=None, device="cpu", fused_device=None, *
     return ref, fused.to(fused_device or device)
 
 
-def gradcheck_op(op, args, *flags):
-    """gradcheck of op(*args, *flags)[:3] (y, h_n, c_n) w.r.t. every tensor in args.
+def layer_args(dtype=torch.float64, T=5, B=3, I=4, H=5, proj=0, bias=True, packed=False,
+               bidirectional=False, reverse=False, requires_grad=True, device="cpu"):
+    """Random arguments of the layer op lstm_layer_forward, all but need_backward:
+    [x, batch_sizes, h0, c0, weights, has_bias, has_proj, bidirectional, reverse]."""
+    g = dict(dtype=dtype, device=device, requires_grad=requires_grad)
+    D = 2 if bidirectional else 1
+    Hout = proj or H
+    if packed:
+        batch_sizes = torch.tensor(sorted(torch.randint(1, B + 1, (T,)).tolist(), reverse=True))
+        batch_sizes[0] = B
+        x = torch.randn(int(batch_sizes.sum()), I, **g)
+    else:
+        batch_sizes = None
+        x = torch.randn(T, B, I, **g)
+    weights = []
+    for _ in range(D):
+        weights += [(torch.rand(4 * H, I, **g) - 0.5).detach().requires_grad_(requires_grad),
+                    (torch.rand(4 * H, Hout, **g) - 0.5).detach().requires_grad_(requires_grad)]
+        if bias:
+            weights += [torch.randn(4 * H, **g), torch.randn(4 * H, **g)]
+        if proj:
+            weights.append(torch.randn(Hout, H, **g))
+    return [x, batch_sizes, torch.randn(D, B, Hout, **g), torch.randn(D, B, H, **g), weights,
+            bias, bool(proj), bidirectional, reverse]
 
-    args: a fused_lstm forward op's tensor arguments (x, batch_sizes, h0, c0,
-    weights...); batch_sizes and absent optionals stay fixed. flags: the op's
-    trailing bools (reverse and/or need_backward).
-    """
-    def f(*tensors):
-        it = iter(tensors)
-        full = [next(it) if a is not None and i != 1 else a for i, a in enumerate(args)]
-        return op(*full, *flags)[:3]
 
-    tensors = [a for i, a in enumerate(args) if a is not None and i != 1]
-    return torch.autograd.gradcheck(f, tensors)
+def layer_tensors(args):
+    """The differentiable tensors of layer_args' list: x, h0, c0 and each weight."""
+    return [args[0], args[2], args[3], *args[4]]
+
+
+def gradcheck_op(op, args, need_backward=True):
+    """gradcheck of op(*args, need_backward)[:3] (y, h_n, c_n) w.r.t. x, h0, c0 and every
+    weight; args as layer_args makes them (batch_sizes and the flags stay fixed)."""
+    def f(x, h0, c0, *weights):
+        return op(x, args[1], h0, c0, list(weights), *args[5:], need_backward)[:3]
+
+    return torch.autograd.gradcheck(f, layer_tensors(args))
 
 
 def flat_outputs(out):

@@ -8,7 +8,9 @@ import fused_lstm
 from fused_lstm import FusedLSTM
 
 from helpers import rel_err
-from test_ops import OPS, layer_args
+from helpers import layer_args
+
+OPS = torch.ops.fused_lstm
 
 pytestmark = [
     pytest.mark.skipif(not fused_lstm.extension_loaded(), reason="compiled extension not built"),
@@ -91,9 +93,9 @@ def test_inductor_fullgraph_matches_eager_forward_and_backward():
     assert_matches(got_out, want_out, "output")
     assert_matches(got_grads, want_grads, "grad")
     code = "\n".join(code)
-    # the model is bidirectional: on the CPU both directions of a layer are one op
-    assert "fused_lstm.lstm_bidirectional_layer_forward" in code
-    assert "fused_lstm.lstm_bidirectional_layer_backward" in code
+    # one op per layer, both directions in it
+    assert "fused_lstm.lstm_layer_forward" in code
+    assert "fused_lstm.lstm_layer_backward" in code
 
     x2 = torch.randn(2, 9, 3)  # a new length: recompiles (dynamic), must not error
     got_out, got_grads = run_with_grads(compiled, x2)
@@ -130,7 +132,7 @@ def test_export_dynamic_length_and_save_load(tmp_path):
     x = torch.randn(2, 5, 3)
     ep = torch.export.export(model, (x,), dynamic_shapes={"x": {1: T}})
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
-    assert targets.count(torch.ops.fused_lstm.lstm_bidirectional_layer_forward.default) == 2
+    assert targets.count(torch.ops.fused_lstm.lstm_layer_forward.default) == 2
     exported = ep.module()
     for length in (5, 17):
         xl = torch.randn(2, length, 3)
@@ -156,8 +158,8 @@ def test_export_dynamic_batch_and_length_under_no_grad():
     with torch.no_grad():
         ep = torch.export.export(model, (torch.randn(2, 5, 3),),
                                  dynamic_shapes={"x": {0: B, 1: T}})
-    # One op per layer, both directions in it (CPU): 2 layers.
-    forward_op = torch.ops.fused_lstm.lstm_bidirectional_layer_forward.default
+    # One op per layer, both directions in it: 2 layers.
+    forward_op = torch.ops.fused_lstm.lstm_layer_forward.default
     calls = [n for n in ep.graph.nodes if n.target == forward_op]
     assert [n.args[-1] for n in calls] == [False] * 2  # need_backward
     x = torch.randn(7, 12, 3)
@@ -198,9 +200,9 @@ def _case_id(case):
 def test_opcheck_both_ops(case):
     dtype, cfg, reverse = case
     torch.manual_seed(0)
-    args = layer_args(dtype=dtype, **cfg)
-    torch.library.opcheck(OPS.lstm_layer_forward, (*args, reverse, True))
-    args = layer_args(dtype=dtype, requires_grad=False, **cfg)
-    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, reverse, True)
+    args = layer_args(dtype=dtype, reverse=reverse, **cfg)
+    torch.library.opcheck(OPS.lstm_layer_forward, (*args, True))
+    args = layer_args(dtype=dtype, requires_grad=False, reverse=reverse, **cfg)
+    y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
     grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
-    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, gates, cells, reverse))
+    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, saved))

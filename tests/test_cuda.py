@@ -24,6 +24,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
 
 from fused_lstm import FusedLSTM  # noqa: E402
+import helpers  # noqa: E402
 from helpers import (  # noqa: E402
     GRID, flat_outputs, gradcheck_op, grads_of, make_pair, rel_err)
 
@@ -285,31 +286,10 @@ def test_gradcheck_module_float64(case):
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
 
 
-def layer_args(dtype=torch.float64, T=5, B=3, I=4, H=5, proj=0, bias=True, packed=False,
-               requires_grad=True):
-    """Random CUDA arguments of lstm_layer_forward (without reverse/need_backward)."""
-    g = dict(dtype=dtype, device=DEVICE, requires_grad=requires_grad)
-    Hout = proj or H
-    if packed:
-        batch_sizes = torch.tensor(sorted(torch.randint(1, B + 1, (T,)).tolist(), reverse=True))
-        batch_sizes[0] = B  # int64, on the CPU
-        x = torch.randn(int(batch_sizes.sum()), I, **g)
-    else:
-        batch_sizes = None
-        x = torch.randn(T, B, I, **g)
-
-    def weight(*shape):
-        return (torch.rand(*shape, dtype=dtype, device=DEVICE) - 0.5).requires_grad_(
-            requires_grad)
-
-    return [
-        x, batch_sizes,
-        torch.randn(B, Hout, **g), torch.randn(B, H, **g),
-        weight(4 * H, I), weight(4 * H, Hout),
-        torch.randn(4 * H, **g) if bias else None,
-        torch.randn(4 * H, **g) if bias else None,
-        weight(Hout, H) if proj else None,
-    ]
+def layer_args(**kwargs):
+    """Random CUDA arguments of the layer op (helpers.layer_args; batch_sizes stays on the
+    CPU), all but need_backward."""
+    return helpers.layer_args(device=DEVICE, **kwargs)
 
 
 CASES = [dict(), dict(proj=2), dict(bias=False), dict(packed=True), dict(packed=True, proj=3)]
@@ -321,8 +301,16 @@ IDS = ["dense", "proj", "nobias", "packed", "packed-proj"]
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradcheck_op_float64(case, reverse):
     torch.manual_seed(1)
-    args = layer_args(**case)
-    assert gradcheck_op(OPS.lstm_layer_forward, args, reverse, True)
+    args = layer_args(reverse=reverse, **case)
+    assert gradcheck_op(OPS.lstm_layer_forward, args)
+
+
+@pytest.mark.usefixtures("route")
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gradcheck_op_float64_bidirectional(case):
+    torch.manual_seed(1)
+    args = layer_args(bidirectional=True, **case)
+    assert gradcheck_op(OPS.lstm_layer_forward, args)
 
 
 # ---------------------------------------------------------------------------
@@ -334,35 +322,46 @@ def test_gradcheck_op_float64(case, reverse):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_opcheck_forward(case, reverse, need_backward):
     torch.manual_seed(2)
-    args = layer_args(dtype=torch.float32, **case)
-    torch.library.opcheck(OPS.lstm_layer_forward, (*args, reverse, need_backward))
+    args = layer_args(dtype=torch.float32, reverse=reverse, **case)
+    torch.library.opcheck(OPS.lstm_layer_forward, (*args, need_backward))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_opcheck_bidirectional(case):
+    torch.manual_seed(2)
+    args = layer_args(dtype=torch.float32, bidirectional=True, **case)
+    torch.library.opcheck(OPS.lstm_layer_forward, (*args, True))
+    args = layer_args(dtype=torch.float32, bidirectional=True, requires_grad=False, **case)
+    y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
+    grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
+    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, saved))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_opcheck_forward_reduced_precision(dtype):
     torch.manual_seed(3)
     args = layer_args(dtype=dtype, requires_grad=False, proj=2)
-    torch.library.opcheck(OPS.lstm_layer_forward, (*args, False, True))
+    torch.library.opcheck(OPS.lstm_layer_forward, (*args, True))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_opcheck_backward(case, reverse):
     torch.manual_seed(4)
-    args = layer_args(dtype=torch.float32, requires_grad=False, **case)
-    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, reverse, True)
+    args = layer_args(dtype=torch.float32, requires_grad=False, reverse=reverse, **case)
+    y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
     grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
-    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, gates, cells, reverse))
+    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, saved))
 
 
 def test_saved_buffers_shapes_and_dtypes():
     args = layer_args(dtype=torch.float16, requires_grad=False)
-    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, False, True)
+    y, h_n, c_n, (gates, cells) = OPS.lstm_layer_forward(*args, True)
     assert y.dtype == h_n.dtype == c_n.dtype == torch.float16
     assert gates.dtype == cells.dtype == torch.float32  # saved in float32 for 16-bit inputs
     assert gates.shape == (15, 20) and cells.shape == (15, 5)
     assert all(t.device == args[0].device for t in (y, h_n, c_n, gates, cells))
-    _, _, _, gates, cells = OPS.lstm_layer_forward(*args, False, False)
+    _, _, _, (gates, cells) = OPS.lstm_layer_forward(*args, False)
     assert gates.numel() == 0 and cells.numel() == 0
 
 
@@ -446,22 +445,25 @@ def test_module_mixed_devices_raise_like_nn_lstm():
             m(x, hx_cpu)
 
 
-@pytest.mark.parametrize("which", [0, 2, 3, 4, 6], ids=["x", "h0", "c0", "w_ih", "b_ih"])
+@pytest.mark.parametrize("which", [0, 2, 3, (4, 0), (4, 2)], ids=["x", "h0", "c0", "w_ih", "b_ih"])
 def test_op_rejects_a_cpu_tensor_among_cuda_ones(which):
     torch.manual_seed(8)
     args = layer_args(dtype=torch.float32, requires_grad=False)
-    args[which] = args[which].cpu()
+    if isinstance(which, tuple):  # a weight in the list
+        args[4][which[1]] = args[4][which[1]].cpu()
+    else:
+        args[which] = args[which].cpu()
     with pytest.raises(RuntimeError, match=r"same CUDA device.*cpu"):
-        OPS.lstm_layer_forward(*args, False, False)
+        OPS.lstm_layer_forward(*args, False)
 
 
 def test_op_backward_rejects_a_cpu_gradient():
     torch.manual_seed(9)
     args = layer_args(dtype=torch.float32, requires_grad=False)
-    y, h_n, c_n, gates, cells = OPS.lstm_layer_forward(*args, False, True)
+    y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
     grads = [torch.randn_like(y).cpu(), torch.randn_like(h_n), torch.randn_like(c_n)]
     with pytest.raises(RuntimeError, match=r"grad_y is on cpu"):
-        OPS.lstm_layer_backward(*grads, *args, y, gates, cells, False)
+        OPS.lstm_layer_backward(*grads, *args, y, saved)
 
 
 def test_packed_batch_sizes_must_stay_on_the_cpu():
@@ -469,4 +471,4 @@ def test_packed_batch_sizes_must_stay_on_the_cpu():
     args = layer_args(dtype=torch.float32, requires_grad=False, packed=True)
     args[1] = args[1].to(DEVICE)
     with pytest.raises(RuntimeError, match="batch_sizes"):
-        OPS.lstm_layer_forward(*args, False, False)
+        OPS.lstm_layer_forward(*args, False)

@@ -397,9 +397,10 @@ def test_gate_nonlinearities_over_their_whole_range(H, dtype, device):
     c0 = torch.randn(B, H, generator=g, dtype=dtype) * 3
     eps = SWEEP_RTOL[dtype]
     for c_init in (torch.zeros_like(c0), c0):
-        _, h, c, _, _ = torch.ops.fused_lstm.lstm_layer_forward(
-            x.to(device), None, h0.to(device), c_init.to(device), w_ih.to(device),
-            w_hh.to(device), None, None, None, False, False)
+        _, h, c, _ = torch.ops.fused_lstm.lstm_layer_forward(
+            x.to(device), None, h0[None].to(device), c_init[None].to(device),
+            [w_ih.to(device), w_hh.to(device)], False, False, False, False, False)
+        h, c = h[0], c[0]
         gates = sweep.double().view(B, 1).expand(B, 4 * H)
         i, f, o = (gates[:, k * H:(k + 1) * H].sigmoid() for k in (0, 1, 3))
         c_want = f * c_init.double() + i * gates[:, 2 * H:3 * H].tanh()

@@ -214,8 +214,8 @@ BACKWARD_ROUTES = {"rows": (40, 32, 70, 60), "rows-then-blocks": (80, 16, 128, 1
 
 
 def route_args(route, case, gen, dtype=torch.float64):
-    """lstm_layer's arguments for a BACKWARD_ROUTES shape (I = 9), drawn from gen, and
-    the tensors among them that take gradients."""
+    """lstm_layer's arguments for a BACKWARD_ROUTES shape (I = 9, one direction; all but
+    reverse), drawn from gen, and the tensors among them that take gradients."""
     def randn(*shape, scale=1.0):
         return (scale * torch.randn(*shape, generator=gen, dtype=dtype)).requires_grad_()
 
@@ -231,10 +231,10 @@ def route_args(route, case, gen, dtype=torch.float64):
         N = int(batch_sizes.sum())
     x = randn(N, I) if batch_sizes is not None else randn(T, B, I)
     w = 0.15
-    args = [x, batch_sizes, randn(B, Hout), randn(B, H), randn(4 * H, I, scale=w),
-            randn(4 * H, Hout, scale=w), randn(4 * H, scale=w), randn(4 * H, scale=w),
-            randn(Hout, H, scale=w) if Hout != H else None]
-    return args, [a for i, a in enumerate(args) if a is not None and i != 1]
+    weights = [randn(4 * H, I, scale=w), randn(4 * H, Hout, scale=w), randn(4 * H, scale=w),
+               randn(4 * H, scale=w)] + ([randn(Hout, H, scale=w)] if Hout != H else [])
+    args = [x, batch_sizes, randn(1, B, Hout), randn(1, B, H), weights, True, Hout != H, False]
+    return args, [x, args[2], args[3], *weights]
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
@@ -246,13 +246,13 @@ def test_threaded_backward_routes_over_several_blocks(route, case, reverse):
     training, so the reverse direction is reached here through the op itself.
     """
     from fused_lstm.ops import lstm_layer
-    from fused_lstm.reference import lstm_layer_reference
+    from fused_lstm.reference import lstm_layers_reference
 
     with at_least_two_threads():
         gen = torch.Generator().manual_seed(11)
         args, tensors = route_args(route, case, gen)
         got = lstm_layer(*args, reverse)
-        want = lstm_layer_reference(*args, reverse)
+        want = lstm_layers_reference(*args, reverse)
         grad_outs = [torch.randn(o.shape, generator=gen, dtype=torch.float64) for o in want]
         got_grads = torch.autograd.grad(got, tensors, grad_outs)
         want_grads = torch.autograd.grad(want, tensors, grad_outs)

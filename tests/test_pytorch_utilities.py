@@ -285,7 +285,7 @@ def test_jit_trace_with_its_check_and_a_second_length(mode):
         x = torch.randn(T, 3, 5)
         assert_close(traced(x), model(x), tol=1e-6, what=f"traced (T={T})")
     graph = str(traced.inlined_graph)
-    assert "fused_lstm::lstm_bidirectional_layer_forward" in graph
+    assert "fused_lstm::lstm_layer_forward" in graph
     # the traced model trains: gradients through the recorded ops
     x = torch.randn(6, 3, 5, requires_grad=True)
     g = torch.autograd.grad(traced(x)[0].sum(), x)[0]

@@ -17,11 +17,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "../lstm_layer_args.h"
+#include "../lstm_layer_directions.h"
 #include "cpu_gemm.h"
 #include "cpu_isa.h"
 #include "gate_layout.h"
@@ -175,11 +177,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   return {y.to(dt), h_n.to(dt), c.to(dt), gates, cells};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
-    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
-    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-    const OptTensor& w_hr, bool reverse, bool need_backward) {
-  check_cpu(x);
+// One direction: h0 [B, Hout], c0 [B, H].
+DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes,
+                                   const Tensor& h0, const Tensor& c0,
+                                   const DirectionWeights& w, bool reverse, bool need_backward) {
+  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   if (bfloat16_route(x.scalar_type(), a)) {
     return forward_impl<c10::BFloat16>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
@@ -191,14 +193,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cpu(
   });
 }
 
-using BackwardGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
-
 template <typename In>
-BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tensor& grad_h_n,
-                            const Tensor& grad_c_n, const Tensor& x, const Tensor& h0,
-                            const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-                            const OptTensor& w_hr, const Tensor& y, const Tensor& gates,
-                            const Tensor& cells, bool reverse) {
+DirectionBackward backward_impl(const LayerArgs& a, const Tensor& grad_y,
+                                const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
+                                const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                const Tensor& w_hh, const OptTensor& w_hr, const Tensor& y,
+                                const Tensor& gates, const Tensor& cells, bool reverse) {
   using T = Acc<In>;
   const auto dt = x.scalar_type();
   const auto ct = c10::CppTypeToScalarType<T>::value;
@@ -267,12 +267,13 @@ BackwardGrads backward_impl(const LayerArgs& a, const Tensor& grad_y, const Tens
           grad_b_hh.to(wdt),             grad_w_hr.to(wdt)};
 }
 
-BackwardGrads lstm_layer_backward_cpu(
-    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
-    const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    const Tensor& y, const Tensor& gates, const Tensor& cells, bool reverse) {
-  check_cpu(x);
+// One direction: h0, grad_h_n [B, Hout]; c0, grad_c_n [B, H].
+DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_n,
+                                     const Tensor& grad_c_n, const Tensor& x,
+                                     const OptTensor& batch_sizes, const Tensor& h0,
+                                     const Tensor& c0, const DirectionWeights& w, const Tensor& y,
+                                     const Tensor& gates, const Tensor& cells, bool reverse) {
+  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
   if (bfloat16_route(x.scalar_type(), a)) {
@@ -285,81 +286,59 @@ BackwardGrads lstm_layer_backward_cpu(
   });
 }
 
-void check_bidirectional_state(const Tensor& h0, const Tensor& c0) {
-  TORCH_CHECK(h0.dim() == 3 && h0.size(0) == 2 && c0.dim() == 3 && c0.size(0) == 2,
-              "lstm_bidirectional_layer: expected h0 and c0 of size [2, B, ...] (one per "
-              "direction), got ", h0.sizes(), " and ", c0.sizes());
+// Both directions of a layer run side by side, one per thread (a core each on a two-core
+// machine), each time loop single-threaded: they share nothing until their outputs are
+// joined, so no barrier at all. Against one direction at a time on all threads, timed
+// interleaved in one process (sentiment): inference -3% with both cores at full speed,
+// -5% to -16% while one of them ran slower; training faster still.
+void run_directions(int64_t count, const std::function<void(int64_t)>& fn) {
+  if (count == 1) {
+    fn(0);
+    return;
+  }
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t d = begin; d < end; ++d) fn(d);
+  });
 }
 
-// Both directions at once: they share nothing until their outputs are joined,
-// so each runs on its own thread (one core each on a two-core machine) with
-// its own time loop single-threaded, which needs no barrier at all.
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
-lstm_bidirectional_layer_forward_cpu(
-    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
-    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-    const OptTensor& w_hr, const Tensor& w_ih_r, const Tensor& w_hh_r, const OptTensor& b_ih_r,
-    const OptTensor& b_hh_r, const OptTensor& w_hr_r, bool need_backward) {
-  check_bidirectional_state(h0, c0);
-  const int64_t Hout = h0.size(2);
-  // y: [T, B, 2 Hout] (or [N, 2 Hout]), each direction's half copied in by
-  // its own thread as soon as it is done. Against at::cat afterwards, on one
-  // thread, timed interleaved in one process: sentiment inference -1.5%,
-  // training -3%.
-  std::vector<int64_t> y_size(x.sizes().begin(), x.sizes().end());
-  y_size.back() = 2 * Hout;
-  Tensor y = at::empty(y_size, x.options());
-  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> out[2];
-  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t d = begin; d < end; ++d) {
-      out[d] = d == 0 ? lstm_layer_forward_cpu(x, batch_sizes, h0[0], c0[0], w_ih, w_hh, b_ih,
-                                               b_hh, w_hr, false, need_backward)
-                      : lstm_layer_forward_cpu(x, batch_sizes, h0[1], c0[1], w_ih_r, w_hh_r,
-                                               b_ih_r, b_hh_r, w_hr_r, true, need_backward);
-      y.narrow(-1, d * Hout, Hout).copy_(std::get<0>(out[d]));
-      std::get<0>(out[d]) = Tensor();
-    }
-  });
-  auto& [y0, h0n, c0n, g0, s0] = out[0];
-  auto& [y1, h1n, c1n, g1, s1] = out[1];
-  return {y, at::stack({h0n, h1n}), at::stack({c0n, c1n}), g0, s0, g1, s1};
+LayerForward lstm_layer_forward_cpu(const Tensor& x, const OptTensor& batch_sizes,
+                                    const Tensor& h0, const Tensor& c0,
+                                    const std::vector<Tensor>& weights, bool has_bias,
+                                    bool has_proj, bool bidirectional, bool reverse,
+                                    bool need_backward) {
+  check_cpu(x);
+  const auto w = split_direction_weights("lstm_layer_forward", weights, has_bias, has_proj,
+                                         bidirectional, reverse);
+  const int64_t directions = static_cast<int64_t>(w.size());
+  check_layer_states("lstm_layer_forward", h0, c0, directions);
+  return layer_forward(
+      x, h0, c0, directions, reverse,
+      [&](int64_t d, const Tensor& h0_d, const Tensor& c0_d, bool reverse_d) {
+        return forward_direction(x, batch_sizes, h0_d, c0_d, w[d], reverse_d, need_backward);
+      },
+      run_directions);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-           Tensor, Tensor>
-lstm_bidirectional_layer_backward_cpu(
-    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
-    const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    const Tensor& w_ih_r, const Tensor& w_hh_r, const OptTensor& b_ih_r, const OptTensor& b_hh_r,
-    const OptTensor& w_hr_r, const Tensor& y, const Tensor& gates, const Tensor& cells,
-    const Tensor& gates_r, const Tensor& cells_r) {
-  check_bidirectional_state(h0, c0);
-  const int64_t Hout = h0.size(2);
-  TORCH_CHECK(y.size(-1) == 2 * Hout && grad_y.size(-1) == 2 * Hout,
-              "lstm_bidirectional_layer_backward: expected y and grad_y with ", 2 * Hout,
-              " features, got ", y.sizes(), " and ", grad_y.sizes());
-  TORCH_CHECK(grad_h_n.dim() == 3 && grad_h_n.size(0) == 2 && grad_c_n.dim() == 3 &&
-                  grad_c_n.size(0) == 2,
-              "lstm_bidirectional_layer_backward: expected grad_h_n and grad_c_n of size "
-              "[2, B, ...], got ", grad_h_n.sizes(), " and ", grad_c_n.sizes());
-  BackwardGrads g[2];
-  at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t d = begin; d < end; ++d) {
-      const Tensor gy = grad_y.narrow(-1, d * Hout, Hout);
-      const Tensor yd = y.narrow(-1, d * Hout, Hout);
-      g[d] = d == 0 ? lstm_layer_backward_cpu(gy, grad_h_n[0], grad_c_n[0], x, batch_sizes, h0[0],
-                                              c0[0], w_ih, w_hh, b_ih, b_hh, w_hr, yd, gates,
-                                              cells, false)
-                    : lstm_layer_backward_cpu(gy, grad_h_n[1], grad_c_n[1], x, batch_sizes, h0[1],
-                                              c0[1], w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, yd,
-                                              gates_r, cells_r, true);
-    }
-  });
-  auto& [gx0, gh0, gc0, gwi0, gwh0, gbi0, gbh0, gwr0] = g[0];
-  auto& [gx1, gh1, gc1, gwi1, gwh1, gbi1, gbh1, gwr1] = g[1];
-  return {gx0.add_(gx1), at::stack({gh0, gh1}), at::stack({gc0, gc1}),
-          gwi0, gwh0, gbi0, gbh0, gwr0, gwi1, gwh1, gbi1, gbh1, gwr1};
+LayerBackward lstm_layer_backward_cpu(const Tensor& grad_y, const Tensor& grad_h_n,
+                                      const Tensor& grad_c_n, const Tensor& x,
+                                      const OptTensor& batch_sizes, const Tensor& h0,
+                                      const Tensor& c0, const std::vector<Tensor>& weights,
+                                      bool has_bias, bool has_proj, bool bidirectional,
+                                      bool reverse, const Tensor& y,
+                                      const std::vector<Tensor>& saved) {
+  check_cpu(x);
+  const auto w = split_direction_weights("lstm_layer_backward", weights, has_bias, has_proj,
+                                         bidirectional, reverse);
+  const int64_t directions = static_cast<int64_t>(w.size());
+  check_layer_backward_args(grad_y, grad_h_n, grad_c_n, h0, c0, y, saved, directions);
+  return layer_backward(
+      grad_y, grad_h_n, grad_c_n, y, saved, directions, reverse, has_bias, has_proj,
+      [&](int64_t d, const Tensor& gy, const Tensor& gh, const Tensor& gc, const Tensor& y_d,
+          const Tensor& gates, const Tensor& cells, bool reverse_d) {
+        return backward_direction(gy, gh, gc, x, batch_sizes, h0[d], c0[d], w[d], y_d, gates,
+                                  cells, reverse_d);
+      },
+      run_directions);
 }
 
 }  // namespace
@@ -372,8 +351,6 @@ TORCH_LIBRARY_FRAGMENT(fused_lstm, m) {
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
-  m.impl("lstm_bidirectional_layer_forward", &lstm_bidirectional_layer_forward_cpu);
-  m.impl("lstm_bidirectional_layer_backward", &lstm_bidirectional_layer_backward_cpu);
 }
 
 }  // namespace fused_lstm::cpu

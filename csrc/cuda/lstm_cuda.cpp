@@ -18,12 +18,15 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <initializer_list>
+#include <vector>
 #include <string>
 #include <tuple>
 #include <type_traits>
 
 #include "../lstm_layer_args.h"
+#include "../lstm_layer_directions.h"
 #include "lstm_cuda_kernels.h"
 
 namespace fused_lstm::cuda {
@@ -127,7 +130,7 @@ struct Named {
 // All tensor arguments must sit on one CUDA device. The dispatcher routes a call
 // here as soon as any argument is on CUDA, so a CPU tensor in the mix lands
 // here too and is reported by name.
-void check_same_cuda_device(const char* op, std::initializer_list<Named> tensors) {
+void check_same_cuda_device(const char* op, const std::vector<Named>& tensors) {
   const Named* first = nullptr;
   for (const Named& n : tensors) {
     if (n.t != nullptr && n.t->defined() && n.t->is_cuda()) {
@@ -311,7 +314,7 @@ void forward_steps_library(const ForwardLoop<acc_t>& L, bool use_cublas, Tensor&
 }
 
 template <typename acc_t>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
+DirectionForward forward_impl(
     const LayerArgs& a, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
     bool reverse, bool need_backward, cudaStream_t stream) {
@@ -364,18 +367,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   return {y, h.to(dt), c.to(dt), gates, cells};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward_cuda(
-    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
-    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-    const OptTensor& w_hr, bool reverse, bool need_backward) {
-  check_batch_sizes_on_cpu("lstm_layer_forward", batch_sizes);
-  check_same_cuda_device("lstm_layer_forward",
-                         {{"x", &x}, {"h0", &h0}, {"c0", &c0}, {"w_ih", &w_ih},
-                          {"w_hh", &w_hh}, {"b_ih", opt(b_ih)}, {"b_hh", opt(b_hh)},
-                          {"w_hr", opt(w_hr)}});
+// One direction: h0 [B, Hout], c0 [B, H].
+DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes,
+                                   const Tensor& h0, const Tensor& c0,
+                                   const DirectionWeights& w, bool reverse, bool need_backward,
+                                   cudaStream_t stream) {
+  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   if (compute_dtype(x.scalar_type()) == at::kDouble) {
     return forward_impl<double>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
                                 need_backward, stream);
@@ -483,7 +481,7 @@ void backward_steps_library(const BackwardLoop<acc_t>& L, bool use_cublas, Tenso
 }
 
 template <typename acc_t>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
+DirectionBackward backward_impl(
     const LayerArgs& a, const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& w_hr, const Tensor& y, const Tensor& gates, const Tensor& cells,
@@ -580,30 +578,89 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> backw
           grad_b_hh.to(wdt),             grad_w_hr.to(wdt)};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>
-lstm_layer_backward_cuda(const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
-                         const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0,
-                         const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
-                         const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-                         const Tensor& y, const Tensor& gates, const Tensor& cells,
-                         bool reverse) {
-  check_batch_sizes_on_cpu("lstm_layer_backward", batch_sizes);
-  check_same_cuda_device(
-      "lstm_layer_backward",
-      {{"grad_y", &grad_y}, {"grad_h_n", &grad_h_n}, {"grad_c_n", &grad_c_n}, {"x", &x},
-       {"h0", &h0}, {"c0", &c0}, {"w_ih", &w_ih}, {"w_hh", &w_hh}, {"b_ih", opt(b_ih)},
-       {"b_hh", opt(b_hh)}, {"w_hr", opt(w_hr)}, {"y", &y}, {"gates", &gates},
-       {"cells", &cells}});
+// One direction: h0, grad_h_n [B, Hout]; c0, grad_c_n [B, H].
+DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_n,
+                                     const Tensor& grad_c_n, const Tensor& x,
+                                     const OptTensor& batch_sizes, const Tensor& h0,
+                                     const Tensor& c0, const DirectionWeights& w, const Tensor& y,
+                                     const Tensor& gates, const Tensor& cells, bool reverse,
+                                     cudaStream_t stream) {
+  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   if (compute_dtype(x.scalar_type()) == at::kDouble) {
     return backward_impl<double>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
                                  gates, cells, reverse, stream);
   }
   return backward_impl<float>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
                               gates, cells, reverse, stream);
+}
+
+// The two directions of a bidirectional layer run one after the other on the current
+// stream.
+void run_directions(int64_t count, const std::function<void(int64_t)>& fn) {
+  for (int64_t d = 0; d < count; ++d) fn(d);
+}
+
+// The device check of every tensor argument, by name.
+void check_on_one_cuda_device(const char* op, std::initializer_list<Named> named,
+                              const std::vector<Tensor>& weights, const char* weights_name) {
+  std::vector<Named> all(named);
+  for (const Tensor& w : weights) all.push_back({weights_name, &w});
+  check_same_cuda_device(op, all);
+}
+
+LayerForward lstm_layer_forward_cuda(const Tensor& x, const OptTensor& batch_sizes,
+                                     const Tensor& h0, const Tensor& c0,
+                                     const std::vector<Tensor>& weights, bool has_bias,
+                                     bool has_proj, bool bidirectional, bool reverse,
+                                     bool need_backward) {
+  constexpr const char* op = "lstm_layer_forward";
+  check_batch_sizes_on_cpu(op, batch_sizes);
+  check_on_one_cuda_device(op, {{"x", &x}, {"h0", &h0}, {"c0", &c0}}, weights, "weights");
+  const auto w = split_direction_weights(op, weights, has_bias, has_proj, bidirectional, reverse);
+  const int64_t directions = static_cast<int64_t>(w.size());
+  check_layer_states(op, h0, c0, directions);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  return layer_forward(
+      x, h0, c0, directions, reverse,
+      [&](int64_t d, const Tensor& h0_d, const Tensor& c0_d, bool reverse_d) {
+        return forward_direction(x, batch_sizes, h0_d, c0_d, w[d], reverse_d, need_backward,
+                                 stream);
+      },
+      run_directions);
+}
+
+LayerBackward lstm_layer_backward_cuda(const Tensor& grad_y, const Tensor& grad_h_n,
+                                       const Tensor& grad_c_n, const Tensor& x,
+                                       const OptTensor& batch_sizes, const Tensor& h0,
+                                       const Tensor& c0, const std::vector<Tensor>& weights,
+                                       bool has_bias, bool has_proj, bool bidirectional,
+                                       bool reverse, const Tensor& y,
+                                       const std::vector<Tensor>& saved) {
+  constexpr const char* op = "lstm_layer_backward";
+  check_batch_sizes_on_cpu(op, batch_sizes);
+  std::vector<Tensor> tensors = weights;
+  tensors.insert(tensors.end(), saved.begin(), saved.end());
+  check_on_one_cuda_device(op,
+                           {{"grad_y", &grad_y}, {"grad_h_n", &grad_h_n},
+                            {"grad_c_n", &grad_c_n}, {"x", &x}, {"h0", &h0}, {"c0", &c0},
+                            {"y", &y}},
+                           tensors, "weights or saved");
+  const auto w = split_direction_weights(op, weights, has_bias, has_proj, bidirectional, reverse);
+  const int64_t directions = static_cast<int64_t>(w.size());
+  check_layer_backward_args(grad_y, grad_h_n, grad_c_n, h0, c0, y, saved, directions);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  return layer_backward(
+      grad_y, grad_h_n, grad_c_n, y, saved, directions, reverse, has_bias, has_proj,
+      [&](int64_t d, const Tensor& gy, const Tensor& gh, const Tensor& gc, const Tensor& y_d,
+          const Tensor& gates, const Tensor& cells, bool reverse_d) {
+        return backward_direction(gy, gh, gc, x, batch_sizes, h0[d], c0[d], w[d], y_d, gates,
+                                  cells, reverse_d, stream);
+      },
+      run_directions);
 }
 
 }  // namespace

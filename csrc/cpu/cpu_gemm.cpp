@@ -1,6 +1,6 @@
 #include "cpu_gemm.h"
 
-#include "cpu_isa.h"
+#include "cpu_tuning.h"
 #include "gate_layout.h"
 #include "vector_kernels.h"
 
@@ -37,9 +37,9 @@ template <typename T> FortranGemm<T> blas();
 template <> FortranGemm<float> blas<float>() { return sgemm; }
 template <> FortranGemm<double> blas<double>() { return dgemm; }
 
-// Which kernel serves each dtype: decided once, in cpu_isa.cpp.
-const bool use_brgemm = cpu_kernel_choice().f32_gemm == GemmKernel::kBrgemm;
-const GemmKernel f64_gemm = cpu_kernel_choice().f64_gemm;
+// Which kernel serves each dtype: decided once, in cpu_tuning.cpp.
+const bool use_brgemm = tuning().f32_gemm == GemmKernel::kBrgemm;
+const GemmKernel f64_gemm = tuning().f64_gemm;
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
@@ -67,30 +67,16 @@ void blas_gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, cons
   f("N", "N", &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
 }
 
-// GEMMs smaller than this run on the calling thread: waking the pool costs
-// more (tens of microseconds when its threads sleep). The whole-sequence GEMMs
-// follow a threaded time loop whose threads are still spinning, so the pool
-// wakes fast: from 1M multiply-adds two threads pay (the backward of
-// T=28 B=64 I=28 H=64 went 680 -> 545 us with 8M as the threshold before).
-constexpr int64_t kMinParallelMacs = 1 * 1024 * 1024;
+// GEMMs smaller than this run on the calling thread.
+constexpr int64_t kMinParallelMacs = Tuning::kMinParallelGemmMacs;
+constexpr int64_t kBrgemmK = Tuning::kBrgemmK;
+constexpr int64_t kBrgemmN = Tuning::kBrgemmN;
 
-// Cache blocking of one BRGEMM call (see gemm_nn).
-constexpr int64_t kBrgemmK = 256;
-constexpr int64_t kBrgemmN = 128;
-
-// B operands with rows this far apart or more are copied into panels in gemm_tn.
-constexpr int64_t kMinPackedStrideBytes = 4096;
-
-// Rows of A handed to one transposition (the reduction length of one GEMM
-// call) in parallel_gemm_tn. C, a thread's share of a weight gradient, is read
-// and written once per call: with the float32 microkernel, whose K blocks run
-// inside each 128-column block of C, 512 rows halve that traffic (fastrnns
-// backward op 135-145 -> 120-123 ms, T=50 B=32 I=H=256 9.35 -> 8.04 ms, results
-// identical); our float64 and bfloat16 tiles stream C once per 128 K-steps
-// anyway and ran 7% slower with 512 (the larger panel costs cache), so 256.
+// Rows of A handed to one transposition (the reduction length of one GEMM call) in
+// gemm_tn: C, a thread's share of a weight gradient, is read and written once per call.
 template <typename T>
 constexpr int64_t tn_panel_rows() {
-  return std::is_same_v<T, float> ? 512 : 256;
+  return std::is_same_v<T, float> ? Tuning::kTnPanelRowsFloat : Tuning::kTnPanelRowsOther;
 }
 
 }  // namespace
@@ -250,15 +236,14 @@ void gemm_tn(int64_t R, int64_t K, int64_t N, const T* A, int64_t lda, const T* 
   // transposed first. For the float microkernel, B rows 4 KiB or more apart
   // (d(gates) at 4H >= 1024) all fall in the same few L1 sets, so a block of
   // B evicts itself as it streams: B is copied into contiguous [rows, 128]
-  // panels first. Timed interleaved in one process: sentiment training -5%,
-  // fastrnns -2% (its two weight-gradient GEMMs -5% each); at 1-2 KiB strides
-  // (digits-rows, long-seq) the copy cost 4-7%, so it stays out there.
+  // panels first (at smaller strides the copy costs more than it saves;
+  // kMinPackedStrideBytes in benchmarks/NOTES.md).
   // Panels no longer than R: the short calls of the backward's chunks and
   // per-thread blocks would otherwise allocate and zero a full panel each.
   const int64_t rows = std::max<int64_t>(1, std::min(tn_panel_rows<T>(), R));
   constexpr int64_t kPanel = kBrgemmN;
   const bool pack_b = std::is_same_v<T, float> && use_brgemm &&
-                      ldb * int64_t(sizeof(T)) >= kMinPackedStrideBytes;
+                      ldb * int64_t(sizeof(T)) >= Tuning::kMinPackedStrideBytes;
   std::vector<T> panel(static_cast<size_t>(K * rows));  // A[r0:r1, :]^T
   std::vector<T> b_panel(pack_b ? static_cast<size_t>(rows * kPanel) : 0);
   if (R == 0 && !accumulate) zero_rows(C, ldc, K, N);
@@ -309,9 +294,8 @@ void parallel_gemm_tn(int64_t R, int64_t K, int64_t N, const In* A, int64_t lda,
                       int64_t ldb, Acc<In>* C, int64_t ldc, bool accumulate) {
   // Each thread owns a range of C's rows (or columns). Every bfloat16 call
   // pair-packs all of the B it multiplies, so there a column split halves
-  // each thread's packing: bfloat16 training -4%, timed interleaved in one
-  // process. float32 with its B copied into panels lost 2% that way (fastrnns:
-  // each thread's transposed A panel doubles, past L2).
+  // each thread's packing; float32 stays with rows, where a column split
+  // doubles each thread's transposed A panel, past L2 (NOTES.md row 32).
   constexpr bool prefer_columns = std::is_same_v<In, c10::BFloat16>;
   split_tn(R, K, N, prefer_columns, [&](int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
     gemm_tn<In>(R, k1 - k0, n1 - n0, A + k0, lda, B + n0, ldb, C + k0 * ldc + n0, ldc,

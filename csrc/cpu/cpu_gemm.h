@@ -9,14 +9,14 @@
 // Operands (A, B) are of type In, C of type Acc<In>: float and double multiply
 // and accumulate in their own type; bfloat16 operands accumulate in float.
 //
-// Which kernel runs each dtype is decided in cpu_isa.cpp. float goes to the
+// Which kernel runs each dtype is decided in cpu_tuning.cpp. float goes to the
 // oneDNN BRGEMM microkernel libtorch exports (at::native::cpublas::brgemm):
 // single-threaded and JIT-built for each shape, it reaches several times the
 // rate of the BLAS at the skinny shapes of an LSTM step, and we do the
 // threading. double goes to our AVX-512 or AVX2 tiles (gemm_kernels.h), or to
 // the BLAS libtorch links (MKL's dgemm_) below AVX2. bfloat16 goes to our
 // AVX512_BF16 kernel (gemm_kernels.h); callers check
-// cpu_kernel_choice().bf16_gemm first. Where the BLAS cannot take a shape,
+// tuning().bf16_gemm first. Where the BLAS cannot take a shape,
 // at::mm on tensors wrapping the memory. One-row products (batch 1) go to the
 // GEMV of vector_kernels.h.
 #pragma once

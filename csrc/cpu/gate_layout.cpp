@@ -1,5 +1,6 @@
 #include "gate_layout.h"
 
+#include "cpu_tuning.h"
 #include "vector_kernels.h"
 
 #include <ATen/Parallel.h>
@@ -13,8 +14,7 @@ namespace fused_lstm::cpu {
 template <typename T>
 void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
   // Each (chunk, gate) block is a run of contiguous natural rows: one copy
-  // each, not one per row (backward op, interleaved: T=50 B=1 I=H=128 -1.4%,
-  // T=100 B=1 I=H=512 -4%, T=28 B=64 I=28 H=64 -2.8%).
+  // each, not one per row (NOTES.md row 37).
   for (int64_t c = 0; c < chunk_count(H); ++c) {
     const int64_t u0 = c * kGateChunk, width = chunk_width(H, c);
     for (int64_t gate = 0; gate < 4; ++gate)
@@ -23,11 +23,9 @@ void gate_rows_to_blocked(const T* w, int64_t H, int64_t K, T* out) {
   }
 }
 
-// The weight transposes run once per call, and at batch 1 they took 11% of a
-// forward call on one thread; from this many elements the chunks are shared
-// out to the threads (T=50 B=1 I=H=128, interleaved in one process: forward
-// op 129 -> 115 us, backward 204 -> 196 us).
-constexpr int64_t kMinParallelTransposeElements = 32 * 1024;
+// The weight transposes run once per call; from this many elements the chunks are
+// shared out to the threads.
+constexpr int64_t kMinParallelTransposeElements = Tuning::kMinParallelTransposeElements;
 
 // Runs body(c) for every gate chunk c of H, on several threads when the
 // 4H x K transpose is big enough.

@@ -1,5 +1,5 @@
 // Our own GEMM kernels, for what libtorch's exported microkernel and BLAS do not
-// serve well on these CPUs (which one runs is decided in cpu_isa.cpp):
+// serve well on these CPUs (which one runs is decided in cpu_tuning.cpp):
 //
 //   gemm_bf16: bfloat16 operands, float accumulation, on the AVX512_BF16
 //     dot-product instruction (vdpbf16ps: 16 lanes, each adding the products of
@@ -21,7 +21,7 @@
 //     as its low 16 bits only, so nothing past a row of A is touched.
 //
 // Torch-free: plain pointers and sizes. Each is built for its own instruction
-// set and must only be called where cpu_kernel_choice() picked it.
+// set and must only be called where tuning() picked it (cpu_tuning.h).
 #pragma once
 
 #include <cstdint>

@@ -96,7 +96,7 @@ void gemm_f64_avx2(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda
 
 #pragma GCC pop_options
 
-#else  // no AVX2 kernels in this build (cpu_isa.cpp never picks them)
+#else  // no AVX2 kernels in this build (cpu_tuning.cpp never picks them)
 
 void gemm_f64_avx2(int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t,
                    double*, int64_t, bool) {

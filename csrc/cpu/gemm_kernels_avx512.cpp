@@ -196,7 +196,7 @@ void pack_row_pairs(const uint16_t* src, int64_t lds, int64_t R, int64_t N, uint
 
 #pragma GCC pop_options
 
-#else  // no AVX-512 kernels in this build (cpu_isa.cpp never picks them)
+#else  // no AVX-512 kernels in this build (cpu_tuning.cpp never picks them)
 
 void gemm_f64_avx512(int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t,
                      double*, int64_t, bool) {

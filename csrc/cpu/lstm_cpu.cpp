@@ -25,7 +25,7 @@
 #include "../lstm_layer_args.h"
 #include "../lstm_layer_directions.h"
 #include "cpu_gemm.h"
-#include "cpu_isa.h"
+#include "cpu_plan.h"
 #include "gate_layout.h"
 #include "lstm_time_loop.h"
 
@@ -36,14 +36,9 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// Batch rows from which the input projection runs step by step (see forward).
-constexpr int64_t kMinRowsForStepInput = 16;
-// Rows of d(gates) backward keeps before turning them into gradients (see backward).
-constexpr int64_t kBackwardBlockRows = 512;
-
-// A fresh buffer of many MiB costs a page fault per 4 KiB on first touch (at
-// T=100 B=64 H=512, 16,000 faults: 13% of a training step). Where the kernel
-// gives transparent huge pages on request, ask for them: one fault per 2 MiB.
+// A fresh buffer of many MiB costs a page fault per 4 KiB on first touch. Where the
+// kernel gives transparent huge pages on request, ask for them: one fault per 2 MiB
+// (NOTES.md row 6).
 Tensor with_huge_pages(Tensor t) {
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
   const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
@@ -56,12 +51,6 @@ Tensor with_huge_pages(Tensor t) {
 void check_cpu(const Tensor& x) {
   TORCH_CHECK(x.device().is_cpu(), "fused_lstm CPU kernel: expected tensors on the CPU, got ",
               x.device());
-}
-
-// bfloat16 calls multiply bfloat16 GEMM operands (see lstm_time_loop.h) where
-// the CPU has AVX512_BF16; with a projection, or elsewhere, they run in float32.
-bool bfloat16_route(at::ScalarType dt, const LayerArgs& a) {
-  return dt == at::kBFloat16 && !a.has_proj && cpu_kernel_choice().bf16_gemm;
 }
 
 // w: [4H, K] natural rows -> [4H, K] blocked rows, the B operand of
@@ -90,14 +79,8 @@ Tensor rows_operand(const Tensor& w, int64_t H) {
 //
 // Panels, not a plain w^T: a plain w^T has 4H elements per row, so the block
 // of it a thread multiplies each step is many short runs 4H apart; a panel
-// streams as one run. Timed interleaved in one process, forward op: float32
-// T=100 B=64 I=H=512 63.8 -> 58.5 ms, T=50 B=32 I=H=256 5.27 -> 4.67 ms,
-// T=28 B=64 I=28 H=64 0.33 -> 0.31 ms; bfloat16 T=50 B=32 I=H=256 2.81 ->
-// 2.64 ms; float64 T=50 B=32 I=H=128 3.35 -> 3.09 ms; same results bit for
-// bit. Writing the transpose is cheaper too: the plain w^T's rows lie 4H
-// elements apart, and at I=H=128 (2 KiB rows) writing it took 12.4 us against
-// 4.4 us for the panels. So the whole-sequence input GEMM of small batches
-// takes panels as well (forward op, T=50 B=1 I=H=128: 108 -> 101 us).
+// streams as one run, and is cheaper to write (NOTES.md rows 18 and 36). So the
+// whole-sequence input GEMM of small batches takes panels as well.
 template <typename In>
 Tensor transposed_operand(const Tensor& w, int64_t H) {
   constexpr bool pairs = std::is_same_v<In, c10::BFloat16>;
@@ -112,8 +95,8 @@ Tensor transposed_operand(const Tensor& w, int64_t H) {
 }
 
 template <typename In>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
-    const LayerArgs& a, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+DirectionForward forward_impl(
+    const LayerArgs& a, const ForwardPlan& plan, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
     bool reverse, bool need_backward) {
   using T = Acc<In>;
@@ -124,10 +107,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
   const int64_t G = 4 * a.H;
   const Tensor x2 = as_compute(x, it).view({a.N, a.I});  // [N, I]
   // With enough rows per step the input projection runs inside the time loop,
-  // step by step (a GEMM with B rows runs as fast as one with T * B here), so
-  // inference needs a gate buffer one step long. At small batch one GEMM over
-  // all steps is faster.
-  const bool input_per_step = a.B >= kMinRowsForStepInput;
+  // step by step, so inference needs a gate buffer one step long; at small batch
+  // one GEMM over all steps comes first (the plan says which).
+  const bool input_per_step = plan.input_per_step;
   // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns in panels
   const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H);
   const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H);
@@ -169,7 +151,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> forward_impl(
                     y.data_ptr<In>(),
                     need_backward ? cells.data_ptr<T>() : nullptr,
                     ptr_or_null<T>(h_raw)};
-  lstm_forward_loop<In>(a, reverse, f);
+  lstm_forward_loop<In>(a, reverse, plan.split, f);
   gather_final_hidden<In>(a, reverse, y.data_ptr<In>(), h_n.data_ptr<In>());
 
   if (!need_backward) gates = at::empty({0, G}, opts);
@@ -183,18 +165,19 @@ DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes
                                    const DirectionWeights& w, bool reverse, bool need_backward) {
   const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
-  if (bfloat16_route(x.scalar_type(), a)) {
-    return forward_impl<c10::BFloat16>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+  const ForwardPlan plan = plan_forward(a, x.scalar_type());
+  if (plan.bf16_operands) {
+    return forward_impl<c10::BFloat16>(a, plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
                                        need_backward);
   }
   return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_forward_cpu", [&] {
-    return forward_impl<scalar_t>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+    return forward_impl<scalar_t>(a, plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
                                   need_backward);
   });
 }
 
 template <typename In>
-DirectionBackward backward_impl(const LayerArgs& a, const Tensor& grad_y,
+DirectionBackward backward_impl(const LayerArgs& a, const BackwardPlan& plan, const Tensor& grad_y,
                                 const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& x,
                                 const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
                                 const Tensor& w_hh, const OptTensor& w_hr, const Tensor& y,
@@ -237,7 +220,7 @@ DirectionBackward backward_impl(const LayerArgs& a, const Tensor& grad_y,
                                     grad_x.data_ptr<T>(),      grad_w_ih_t.data_ptr<T>(),
                                     grad_w_hh_t.data_ptr<T>(),
                                     a.has_bias ? bias_sums.data() : nullptr};
-  lstm_backward<In>(a, reverse, b, grads, kBackwardBlockRows);
+  lstm_backward<In>(a, reverse, plan, b, grads);
   // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
   // so the natural-order gradients can take their memory).
   w_ih_b = Tensor();
@@ -276,21 +259,20 @@ DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_
   const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
   const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
-  if (bfloat16_route(x.scalar_type(), a)) {
-    return backward_impl<c10::BFloat16>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
-                                        w_hr, y, gates, cells, reverse);
+  const BackwardPlan plan = plan_backward(a, x.scalar_type());
+  if (plan.bf16_operands) {
+    return backward_impl<c10::BFloat16>(a, plan, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
+                                        w_hh, w_hr, y, gates, cells, reverse);
   }
   return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_backward_cpu", [&] {
-    return backward_impl<scalar_t>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
-                                   gates, cells, reverse);
+    return backward_impl<scalar_t>(a, plan, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
+                                   w_hr, y, gates, cells, reverse);
   });
 }
 
 // Both directions of a layer run side by side, one per thread (a core each on a two-core
 // machine), each time loop single-threaded: they share nothing until their outputs are
-// joined, so no barrier at all. Against one direction at a time on all threads, timed
-// interleaved in one process (sentiment): inference -3% with both cores at full speed,
-// -5% to -16% while one of them ran slower; training faster still.
+// joined, so no barrier at all (NOTES.md rows 10 and 24).
 void run_directions(int64_t count, const std::function<void(int64_t)>& fn) {
   if (count == 1) {
     fn(0);

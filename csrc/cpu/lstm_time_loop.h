@@ -3,6 +3,7 @@
 // The binding (lstm_cpu.cpp) does the whole-sequence work around the forward
 // loop (the input projection of all steps where it runs before the loop);
 // lstm_backward holds the backward loop and the gradient GEMMs of its blocks.
+// How the threads share them the plan of the call says (cpu_plan.h).
 // The loops hold what must run step by step, with no allocation inside.
 //
 // Gate columns are in the blocked order of gate_layout.h.
@@ -17,6 +18,7 @@
 
 #include "../lstm_layer_args.h"
 #include "cpu_gemm.h"
+#include "cpu_plan.h"
 #include "gate_layout.h"
 
 namespace fused_lstm::cpu {
@@ -42,8 +44,10 @@ struct ForwardLoop {
   T* h_raw;         // [B, H] workspace when projecting, else null
 };
 
+// forward_loop.cpp; split: the plan's (cpu_plan.h).
 template <typename In>
-void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f);
+void lstm_forward_loop(const LayerArgs& a, bool reverse, const LoopSplit& split,
+                       const ForwardLoop<In>& f);
 
 template <typename In, typename T = Acc<In>>
 struct BackwardLoop {
@@ -75,17 +79,13 @@ struct BackwardGradients {
   T* grad_bias;       // [4H] blocked, in: zeros; out: column sums of d(gates); null without bias
 };
 
-// The backward of the whole sequence: the steps, from the last back to the
-// first, in blocks of about block_rows rows, each block's d(gates) turned into
-// gradients while it is still in cache. Three routes (lstm_time_loop.cpp):
-// where the batch rows are split between the threads, each thread does its
-// rows' share of everything; where the steps run on one thread (batch 1),
-// another thread turns each finished chunk of steps into gradients meanwhile;
-// elsewhere the loop and then the block's GEMMs run on all threads.
-// b.dgates and b.block_row are set here.
+// The backward of the whole sequence (backward_loop.cpp): the steps, from the last back
+// to the first, in blocks of about plan.block_rows rows, each block's d(gates) turned into
+// gradients while it is still in cache, by the plan's route. b.dgates and b.block_row
+// are set here.
 template <typename In>
-void lstm_backward(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                   const BackwardGradients<In>& g, int64_t block_rows);
+void lstm_backward(const LayerArgs& a, bool reverse, const BackwardPlan& plan,
+                   const BackwardLoop<In>& b, const BackwardGradients<In>& g);
 
 // h_n: [B, Hout], each row's state after its last step, gathered from y: [N, Hout].
 template <typename T>

@@ -4,7 +4,7 @@
 //
 // The same template source (vector_kernels_impl.h) is compiled once per
 // instruction set (DEFAULT, AVX2, AVX512); `vector_kernels<T>()` returns the
-// table for the set cpu_isa.cpp chose (ATen's own choice, so
+// table for the set cpu_tuning.cpp chose (ATen's own choice, so
 // ATEN_CPU_CAPABILITY caps it, and ONEDNN_MAX_CPU_ISA too).
 //
 // The pointwise kernels work on one time step, on rows [0, rows) of the active

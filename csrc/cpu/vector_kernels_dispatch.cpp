@@ -1,18 +1,18 @@
 // Picks the pointwise kernel table for this CPU, once.
 #include "vector_kernels.h"
 
-#include "cpu_isa.h"
+#include "cpu_tuning.h"
 
 namespace fused_lstm::cpu {
 
 namespace {
 
-// The instruction set cpu_isa.cpp chose (ATen's verdict, which honours
+// The instruction set cpu_tuning.cpp chose (ATen's verdict, which honours
 // ATEN_CPU_CAPABILITY, capped by ONEDNN_MAX_CPU_ISA), or the next one below
 // it that this build holds.
 template <typename T, typename Getter>
 const VectorKernels<T>& choose(Getter avx512, Getter avx2, Getter fallback) {
-  const VectorIsa isa = cpu_kernel_choice().isa;
+  const VectorIsa isa = tuning().isa;
   const VectorKernels<T>* table = nullptr;
   if (isa == VectorIsa::kAvx512) table = avx512();
   if (!table && isa >= VectorIsa::kAvx2) table = avx2();

@@ -27,7 +27,7 @@ inline Vectorized<T> gate_exp(const Vectorized<T>& x) {
 
 // float: on AVX512 and AVX2 inline, so the pointwise loop keeps its registers (an
 // out-of-line Sleef call spills every live vector, five calls per 16 hidden
-// units; inlining cut a digits-rows forward by 15%). x = n ln2 + r with
+// units; NOTES.md row 20). x = n ln2 + r with
 // |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact), e^r from Cephes' expf
 // polynomial (degree 7, about 1 ulp on that range), and 2^n applied by
 // vscalefps, which overflows to inf, underflows through the subnormals to 0
@@ -97,11 +97,12 @@ inline Vectorized<T> vec_tanh(const Vectorized<T>& a) {
   return a.tanh();
 }
 
-// double: Sleef's tanh took 17% of a float64 forward. Here Cephes' scheme:
+// double: Sleef's tanh was the largest cost of a float64 forward (NOTES.md row 21).
+// Here Cephes' scheme:
 // 1 - 2 / (exp(2|x|) + 1) from |x| = 0.625 (no cancellation there), below it
 // x + x^3 P(x^2) / Q(x^2), a rational fit good to double precision. Within
 // a few ulps (tests/test_edges.py sweeps it); NaN and inf propagate as in
-// std::tanh. With it, a float64 forward took 11% less time.
+// std::tanh.
 template <>
 inline Vectorized<double> vec_tanh<double>(const Vectorized<double>& a) {
   using V = Vectorized<double>;
@@ -141,9 +142,9 @@ inline void store_or_bf16(const Vectorized<T>& v, T* dst, c10::BFloat16* dst16, 
 #if defined(CPU_CAPABILITY_AVX512)
     if (dst16) {
       // Round to nearest even in the integer unit, NaN to the quiet NaN 0x7fc0
-      // (c10::BFloat16's rounding, bit for bit), then narrow to 16 bits: the
-      // store through a buffer and at::vec::convert it replaces cost 1-2% of
-      // a bfloat16 forward or backward.
+      // (c10::BFloat16's rounding, bit for bit), then narrow to 16 bits,
+      // instead of a store through a buffer and at::vec::convert (NOTES.md
+      // row 27).
       const __m512 x = v;
       const __m512i bits = _mm512_castps_si512(x);
       const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
@@ -267,9 +268,8 @@ inline void transpose_8x8(const double* src, int64_t ld_src, double* dst, int64_
 // dst[0:16, 0:16] = src[0:16, 0:16]^T for float: 4 x 4 blocks transposed
 // inside each 128-bit lane (unpack of floats, then of pairs), then the lanes
 // gathered across the four row groups by two rounds of lane shuffles. ATen's
-// transpose_mxn<float> masks every load and store for any M, N <= 16; with
-// full blocks here, B = 1 (weights and gradients transposed every call)
-// inference took 8% less time, training 6%, bfloat16 training 3%.
+// transpose_mxn<float> masks every load and store for any M, N <= 16; this
+// one works on full blocks (NOTES.md row 26).
 inline void transpose_16x16(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_src);

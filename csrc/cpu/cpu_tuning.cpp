@@ -1,4 +1,4 @@
-#include "cpu_isa.h"
+#include "cpu_tuning.h"
 
 #include <ATen/Version.h>
 
@@ -65,8 +65,8 @@ CpuidFlags cpuid_flags() {
   return f;
 }
 
-CpuKernelChoice choose() {
-  CpuKernelChoice k;
+Tuning choose() {
+  Tuning k;
   const OnednnCap cap = onednn_cap();
   const CpuidFlags cpu = cpuid_flags();
   k.isa = std::min(aten_isa(), cap.isa);
@@ -105,13 +105,13 @@ const char* gemm_name(GemmKernel g) {
 
 }  // namespace
 
-const CpuKernelChoice& cpu_kernel_choice() {
-  static const CpuKernelChoice choice = choose();
-  return choice;
+const Tuning& tuning() {
+  static const Tuning t = choose();
+  return t;
 }
 
 std::string describe_cpu_kernels() {
-  const CpuKernelChoice& k = cpu_kernel_choice();
+  const Tuning& k = tuning();
   std::string s = std::string(isa_name(k.isa)) + "; float32 GEMMs: " + gemm_name(k.f32_gemm) +
                   "; float64 GEMMs: " + gemm_name(k.f64_gemm) + "; bfloat16 GEMMs: " +
                   (k.bf16_gemm ? "own AVX512_BF16 tiles" : "in float32");

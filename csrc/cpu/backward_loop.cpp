@@ -1,258 +1,21 @@
-#include "lstm_time_loop.h"
-
+// The CPU backward of one layer direction (lstm_time_loop.h): the backward steps in
+// blocks, and the three routes (cpu_plan.h) by which the threads turn each block's
+// d(gates) into gradients.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <thread>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#endif
-
 #include "cpu_gemm.h"
+#include "lstm_time_loop.h"
+#include "thread_team.h"
 #include "vector_kernels.h"
 
 namespace fused_lstm::cpu {
-
-namespace {
-
-// Below this many multiply-adds per step, one thread runs the loop: waking a
-// second thread and meeting it at a barrier every step costs more than the
-// work it would take over. The forward step's GEMM streams w_hh from L2, and
-// halving that pays from about 64K multiply-adds (B = 1, H = 128: 185 -> 147 us
-// per call); the backward step, whose two threads read the whole of d(gates),
-// only from 512K (at B = 1 two threads were 5% slower there).
-constexpr int64_t kMinParallelForwardStepMacs = 48 * 1024;
-constexpr int64_t kMinParallelBackwardStepMacs = 512 * 1024;
-
-// The part of a step one thread owns: gate chunks [c0, c1) (hidden units
-// [u0, u1), gate columns [g0, g1)), and columns [o0, o1) of an Hout-wide row.
-struct Share {
-  int64_t c0, c1, u0, u1, g0, g1, o0, o1;
-};
-
-Share share_of(int64_t p, int64_t P, int64_t H, int64_t Hout) {
-  const int64_t C = chunk_count(H);
-  Share s;
-  s.c0 = C * p / P;
-  s.c1 = C * (p + 1) / P;
-  s.u0 = std::min(H, s.c0 * kGateChunk);
-  s.u1 = std::min(H, s.c1 * kGateChunk);
-  s.g0 = 4 * s.u0;
-  s.g1 = 4 * s.u1;
-  // Hout columns in multiples of 16 (one AVX-512 vector of floats).
-  const int64_t blocks = (Hout + 15) / 16;
-  s.o0 = std::min(Hout, blocks * p / P * 16);
-  s.o1 = std::min(Hout, blocks * (p + 1) / P * 16);
-  return s;
-}
-
-int64_t threads_for(const LayerArgs& a, int64_t min_macs) {
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunk_count(a.H));
-  const int64_t macs = a.B * 4 * a.H * a.Hout;
-  if (threads <= 1 || macs < min_macs || at::in_parallel_region()) return 1;
-  return threads;
-}
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(_M_X64)
-  _mm_pause();
-#endif
-}
-
-// Spins until done() holds: with pause, yielding after a while should the
-// thread it waits for have lost its core.
-template <typename Done>
-void spin_until(const Done& done) {
-  for (int64_t spins = 0; !done(); ++spins) {
-    if (spins < (1 << 16)) {
-      cpu_relax();
-    } else {
-      std::this_thread::yield();
-    }
-  }
-}
-
-// A barrier for the few threads of one time loop, met every step: a counter
-// and a sense flag on cache lines of their own. Against OpenMP's barrier,
-// timed interleaved in one process: B = 1 forward -4%, training -2%.
-struct SpinBarrier {
-  alignas(64) std::atomic<int> arrived{0};
-  alignas(64) std::atomic<int> sense{0};
-  void wait(int team, int& local_sense) {
-    local_sense ^= 1;
-    if (arrived.fetch_add(1, std::memory_order_acq_rel) == team - 1) {
-      arrived.store(0, std::memory_order_relaxed);
-      sense.store(local_sense, std::memory_order_release);
-      return;
-    }
-    spin_until([&] { return sense.load(std::memory_order_acquire) == local_sense; });
-  }
-};
-
-// Runs body(p, P, barrier) on P threads that live for the whole time loop.
-template <typename Body>
-void run_team(int64_t P, const Body& body) {
-  if (P == 1) {
-    body(0, 1, [] {});
-    return;
-  }
-  SpinBarrier barrier;
-#pragma omp parallel num_threads(static_cast<int>(P))
-  {
-    const int64_t p = omp_get_thread_num();
-    const int64_t team = omp_get_num_threads();  // the runtime may grant fewer
-    int sense = 0;
-    body(p, team, [&] { barrier.wait(static_cast<int>(team), sense); });
-  }
-}
-
-// Two ways to put a time loop on several threads:
-// - split the hidden units: every thread multiplies all rows by its columns
-//   of w_hh, and the threads meet at a barrier each step, since the next step
-//   needs all of h;
-// - split the batch rows: every thread runs the whole loop on its own rows,
-//   with all of w_hh, and never waits for another.
-// The second needs w_hh in each core's L2 (1 MiB here) and enough rows per
-// thread to keep the GEMM tile busy. Timed interleaved in one process, rows
-// against units: digits-rows (B = 64, H = 64) inference -3%, training -4%;
-// float64 (B = 32, H = 128) inference -7%; long-seq (B = 16, H = 128) +1.5%;
-// bfloat16 (B = 32, H = 256) unchanged. While one core ran at half speed
-// (this machine does that for minutes at a time) the barrier made the fast
-// core wait every step, and rows gained far more: digits-rows -28% and -19%,
-// long-seq -13% and -13%.
-constexpr int64_t kMaxRowSplitWeightBytes = 512 * 1024;  // w_hh^T, per core
-constexpr int64_t kMinRowsPerThread = 8;
-
-// Threads that split the batch rows, or 1 where the hidden units are split
-// instead (or nothing is).
-int64_t row_split_threads(const LayerArgs& a, int64_t min_macs, int64_t operand_bytes) {
-  const int64_t threads = threads_for(a, min_macs);
-  const int64_t w_hh_bytes = operand_bytes * a.Hout * 4 * a.H;
-  if (threads <= 1 || w_hh_bytes > kMaxRowSplitWeightBytes) return 1;
-  return a.B >= kMinRowsPerThread * threads ? threads : 1;
-}
-
-// body(sub, b0, p) for p < P on P threads, range p given batch rows [b0, b1)
-// as a LayerArgs of its own: its step t has rows [offset[t] + b0,
-// offset[t] + min(rows[t], b1)) (none once a packed batch has shrunk below
-// b0). State buffers ([B, .]) are the caller's to offset by b0 rows. Should the
-// runtime grant fewer threads, each takes several ranges in turn.
-template <typename Body>
-void run_on_row_ranges(const LayerArgs& a, int64_t P, const Body& body) {
-#pragma omp parallel num_threads(static_cast<int>(P))
-  {
-    for (int64_t p = omp_get_thread_num(); p < P; p += omp_get_num_threads()) {
-      const int64_t b0 = a.B * p / P, b1 = a.B * (p + 1) / P;
-      LayerArgs sub = a;
-      sub.B = b1 - b0;
-      for (int64_t t = 0; t < a.T; ++t) {
-        sub.rows[t] = std::clamp<int64_t>(a.rows[t] - b0, 0, b1 - b0);
-        sub.offset[t] = a.offset[t] + b0;
-      }
-      body(sub, b0, p);
-    }
-  }
-}
-
-// A time loop on the threads: rows(sub, b0, p) on each thread's batch rows where
-// row_split_threads allows, else team(p, P, barrier) on the threads_for team.
-template <typename RowBody, typename TeamBody>
-void run_time_loop(const LayerArgs& a, int64_t min_macs, int64_t operand_bytes,
-                   const RowBody& rows, const TeamBody& team) {
-  const int64_t P = row_split_threads(a, min_macs, operand_bytes);
-  if (P > 1) {
-    run_on_row_ranges(a, P, rows);
-  } else {
-    run_team(threads_for(a, min_macs), team);
-  }
-}
-
-// Thread p of P's part of every forward step: its gate chunks (all of them
-// when P = 1), meeting the others at barrier() where a step needs all of h.
-template <typename In, typename Barrier>
-void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, int64_t p,
-                   int64_t P, const Barrier& barrier) {
-  using T = Acc<In>;
-  constexpr int64_t cs = kColumnStride<In>;
-  const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
-  const bool proj = f.w_hr_t != nullptr;
-  const bool save = f.cells != nullptr;
-  const auto& kernels = vector_kernels<T>();
-  const Share s = share_of(p, P, H, Hout);
-  // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows, in panels).
-  const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W, T* C,
-                               bool accumulate) {
-    gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0, C + s.g0,
-                       G, accumulate);
-  };
-  for (int64_t k = 0; k < a.T; ++k) {
-    const int64_t t = step_time(a, reverse, k);
-    const int64_t off = a.offset[t], rows = a.rows[t];
-    T* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
-    In* y = f.y + off * Hout;                                // y: [rows, Hout]
-    if (f.x) {
-      // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
-      weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, gates, false);
-    }
-    // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
-    // step for the rows it had, h0 for rows that start here.
-    const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
-    if (from_prev > 0) {
-      const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
-      weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, gates, true);
-    }
-    weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t,
-                gates + from_prev * G, true);
-    for (int64_t c = s.c0; c < s.c1; ++c) {
-      const int64_t u = c * kGateChunk, w = chunk_width(H, c);
-      ForwardStep<T> st{gates + 4 * u, G,
-                        f.bias ? f.bias + 4 * u : nullptr,
-                        f.c + u, H,
-                        save ? f.cells + off * H + u : nullptr, H,
-                        nullptr, proj ? H : Hout,
-                        save};
-      if constexpr (std::is_same_v<In, T>) {
-        st.h = proj ? f.h_raw + u : y + u;
-      } else {
-        st.h_bf16 = y + u;
-      }
-      kernels.forward(st, rows, w, 0, w);
-    }
-    if constexpr (std::is_same_v<In, T>) {
-      if (proj) {
-        barrier();
-        // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
-        gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout,
-                   false);
-      }
-    }
-    barrier();
-  }
-}
-
-}  // namespace
-
-template <typename In>
-void lstm_forward_loop(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f) {
-  run_time_loop(
-      a, kMinParallelForwardStepMacs, sizeof(In),
-      [&](const LayerArgs& sub, int64_t b0, int64_t) {
-        ForwardLoop<In> g = f;  // the [B, .] buffers from this thread's first row
-        g.h0 += b0 * a.Hout;
-        g.c += b0 * a.H;
-        if (g.h_raw) g.h_raw += b0 * a.H;
-        if (!g.gates_all_steps) g.gates += b0 * 4 * a.H;
-        forward_steps(sub, reverse, g, 0, 1, [] {});
-      },
-      [&](int64_t p, int64_t P, const auto& barrier) {
-        forward_steps(a, reverse, f, p, P, barrier);
-      });
-}
 
 namespace {
 
@@ -339,13 +102,13 @@ BackwardLoop<In> from_row(const LayerArgs& a, const BackwardLoop<In>& b, int64_t
   return g;
 }
 
-// The backward loop of steps k_end - 1 .. k_begin on all the threads it
-// warrants (the row split or the unit split, as forward).
+// The backward loop of steps k_end - 1 .. k_begin on the threads `split` gives it
+// (the row split or the unit split, as forward).
 template <typename In>
-void backward_loop(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b, int64_t k_begin,
-                   int64_t k_end) {
+void backward_loop(const LayerArgs& a, bool reverse, const LoopSplit& split,
+                   const BackwardLoop<In>& b, int64_t k_begin, int64_t k_end) {
   run_time_loop(
-      a, kMinParallelBackwardStepMacs, sizeof(In),
+      a, split,
       [&](const LayerArgs& sub, int64_t b0, int64_t) {
         backward_steps(sub, reverse, from_row(a, b, b0), k_begin, k_end, 0, 1, [] {});
       },
@@ -462,30 +225,14 @@ at::Tensor scratch(int64_t n) {
   return at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
-// Each thread's own weight gradients ([I + Hout, 4H] in the accumulation type)
-// are read and written once per block; past this size they no longer sit in
-// L2 next to the block, and the whole-block GEMMs on all threads win.
-constexpr int64_t kMaxOwnWeightGradientBytes = 512 * 1024;
-
-// Route 1, where the batch rows are split between the threads: each runs the
-// steps on its own rows and turns its d(gates) into its rows of grad_x and
-// weight gradients of its own, block by block with no barrier; those are
-// added up at the end. Returns false, having done nothing, elsewhere.
-//
-// Timed interleaved in one process against the loop on split rows followed by
-// whole-block GEMMs on all threads (each in a parallel region of its own, on
-// rows the other core wrote): digits-rows (B = 64, I = 28, H = 64) training
-// -6%, its backward op 540 -> 495 us; long-seq (B = 16, I = 64, H = 128)
-// training -5%. float64 (I = H = 128) and bfloat16 (I = H = 256), whose own
-// gradients take 1 and 2 MiB per thread, ran 2% and 4% slower: hence the limit
-// (with one core slowed they were 11% and 5% faster).
+// Route 1, on P threads that split the batch rows: each runs the steps on its
+// own rows and turns its d(gates) into its rows of grad_x and weight gradients
+// of its own, block by block with no barrier; those are added up at the end.
 template <typename In>
-bool backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                      const BackwardGradients<In>& g, int64_t block_rows) {
+void own_rows_backward(const LayerArgs& a, bool reverse, int64_t P, const BackwardLoop<In>& b,
+                       const BackwardGradients<In>& g, int64_t block_rows) {
   using T = Acc<In>;
-  const int64_t P = row_split_threads(a, kMinParallelBackwardStepMacs, sizeof(In));
   const int64_t G = 4 * a.H, I = a.I, Hout = a.Hout, W = I + Hout;
-  if (P <= 1 || W * G * int64_t(sizeof(T)) > kMaxOwnWeightGradientBytes) return false;
   // Range p's block buffers: d(gates), x, h_prev ([cap, .] of In) and grad_x
   // rows ([cap, I] of T), in place_block's order; then its own weight
   // gradients ([I + Hout, 4H], w_ih's rows first) and column sums ([4H]).
@@ -544,51 +291,19 @@ bool backward_by_rows(const LayerArgs& a, bool reverse, const BackwardLoop<In>& 
       }
     }
   });
-  return true;
 }
 
-// Rows of a chunk of route 2: kOverlapChunkSteps steps' rows, and at least
-// kOverlapChunkRows. Fixed chunks (earlier: whatever the loop had passed, at
-// least 16 rows) sum the gradients in the same order on every call. Timed
-// interleaved against those, backward op: T=50 B=1 I=H=128 -1%, T=200 B=1 -3%,
-// float64 B=1 -6%, bfloat16 B=1 0%, B=4 I=H=64 +4%, B=1 I=H=64 +5%; fixed
-// chunks of 16 rows lost 12-15% on bfloat16 B=1 and B=4.
-constexpr int64_t kOverlapChunkRows = 32;
-constexpr int64_t kOverlapChunkSteps = 16;
-// Route 2 from this many multiply-adds in the gradient GEMMs of a call.
-constexpr int64_t kMinOverlapMacs = 1024 * 1024;
-
-// Route 2 applies where the loop runs on one thread of several (small batch
-// and hidden size: a step too short to share, as at batch 1): in each block
-// one thread runs the steps, and another turns each chunk of them into
-// gradients as soon as it is done, on its own core, instead of the threads
-// sharing the block's GEMMs after the loop.
+// Route 2 (where the loop runs on one thread of several: a step too short to share,
+// as at batch 1): in each block one thread runs the steps, and another turns each
+// chunk of them into gradients as soon as it is done, on its own core, instead of
+// the threads sharing the block's GEMMs after the loop.
 //
-// Timed interleaved in one process against route 3 (the loop, then the
-// block's GEMMs on two threads), backward op: T=50 B=1 I=H=128 -4% (the
-// training step -3%), T=200 B=1 -22%, T=50 B=1 I=H=64 -13%, B=32 I=H=32
-// -13%, B=4 I=H=64 -7%. With w_hh^T past L2 (B=1 I=H=256) it lost 5-13%: the
-// GEMM thread's weights then compete with the loop's for L3, hence the limit.
-template <typename In>
-bool overlap_applies(const LayerArgs& a) {
-  const int64_t G = 4 * a.H;
-  return at::get_num_threads() >= 2 && !at::in_parallel_region() &&
-         threads_for(a, kMinParallelBackwardStepMacs) == 1 &&
-         int64_t(sizeof(In)) * G * a.Hout <= kMaxRowSplitWeightBytes &&
-         a.N * G * (a.I + 2 * a.Hout) >= kMinOverlapMacs;
-}
-
 // Route 2's block: steps k_end - 1 .. k_begin on one thread, their gradients
 // on another, chunk by chunk. The last chunk waits for the loop to end, and
 // the two threads share it: each takes half its rows of grad_x and half the
 // weight-gradient columns. A chunk with fewer steps left after it than it
-// holds joins them into the last one; otherwise the loop's thread sat idle
-// while the other worked through one more full chunk (at T=50 B=1 I=H=128 the
-// loop ended at 109 us, the gradients at 143 us; now at 131 us).
-//
-// Timed interleaved in one process against the last chunk on one thread,
-// backward op: T=50 B=1 I=H=128 -8%, T=50 B=4 I=H=64 -15%, T=50 B=1 I=H=64 -3%,
-// T=200 B=1 -1.5%; bfloat16 T=50 B=1 I=H=128 -6%, float64 -15%.
+// holds joins them into the last one, so the loop's thread does not sit idle
+// while the other works through one more full chunk (benchmarks/NOTES.md, row 35).
 template <typename In>
 void overlapped_block(const LayerArgs& a, bool reverse, const BackwardLoop<In>& loop,
                       const BackwardGradients<In>& g, In* h_prev, int64_t k_begin,
@@ -613,7 +328,8 @@ void overlapped_block(const LayerArgs& a, bool reverse, const BackwardLoop<In>& 
       // the block's first step). Their bounds depend on the sizes alone, never
       // on how far the loop has got, so the gradients are summed in the same
       // order on every call (bitwise-equal results).
-      const int64_t chunk_rows = std::max(kOverlapChunkRows, kOverlapChunkSteps * a.B);
+      const int64_t chunk_rows =
+          std::max(Tuning::kOverlapChunkRows, Tuning::kOverlapChunkSteps * a.B);
       for (int64_t hi = k_end; hi > k_begin;) {
         int64_t lo = std::max(k_begin, block_begin(a, reverse, hi, chunk_rows));
         if (team >= 2 && lo > k_begin && lo - k_begin < hi - lo) lo = k_begin;
@@ -641,14 +357,14 @@ void overlapped_block(const LayerArgs& a, bool reverse, const BackwardLoop<In>& 
   }
 }
 
-// Routes 2 and 3, block by block; route 3: the loop on all the threads it
-// warrants, then the block's gradient GEMMs split over all threads.
+// Routes 2 and 3, block by block; route 3: the loop on the threads the plan
+// gives it, then the block's gradient GEMMs split over all threads.
 template <typename In>
-void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                        const BackwardGradients<In>& g, int64_t block_rows) {
-  const bool overlap = overlap_applies<In>(a);
+void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardPlan& plan,
+                        const BackwardLoop<In>& b, const BackwardGradients<In>& g) {
+  const bool overlap = plan.route == BackwardRoute::kOverlapped;
   const int64_t G = 4 * a.H;
-  const int64_t cap = std::min(std::max(block_rows, a.B), a.N);
+  const int64_t cap = std::min(std::max(plan.block_rows, a.B), a.N);
   const at::Tensor dgates = scratch<In>(cap * G), h_prev = scratch<In>(cap * a.Hout);
   std::vector<int64_t> block_row(a.T, 0);
   BackwardLoop<In> loop = b;
@@ -660,7 +376,7 @@ void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>
     if (overlap) {
       overlapped_block(a, reverse, loop, g, h_prev.data_ptr<In>(), k_begin, k_end);
     } else {
-      backward_loop(a, reverse, loop, k_begin, k_end);
+      backward_loop(a, reverse, plan.split, loop, k_begin, k_end);
       steps_gradients<In>(a, reverse, g, loop.dgates, h_prev.data_ptr<In>(), block_row.data(),
                           k_begin, k_end, k_end != a.T, true);
     }
@@ -671,34 +387,18 @@ void backward_in_blocks(const LayerArgs& a, bool reverse, const BackwardLoop<In>
 }  // namespace
 
 template <typename In>
-void lstm_backward(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
-                   const BackwardGradients<In>& g, int64_t block_rows) {
-  if (!backward_by_rows(a, reverse, b, g, block_rows)) {
-    backward_in_blocks(a, reverse, b, g, block_rows);
+void lstm_backward(const LayerArgs& a, bool reverse, const BackwardPlan& plan,
+                   const BackwardLoop<In>& b, const BackwardGradients<In>& g) {
+  if (plan.route == BackwardRoute::kOwnRows) {
+    own_rows_backward(a, reverse, plan.split.threads, b, g, plan.block_rows);
+  } else {
+    backward_in_blocks(a, reverse, plan, b, g);
   }
 }
 
-template <typename T>
-void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
-  // Walking back from the last step processed, each step's rows beyond those
-  // already filled ended there.
-  int64_t filled = 0;
-  for (int64_t k = a.T - 1; k >= 0 && filled < a.B; --k) {
-    const int64_t t = step_time(a, reverse, k);
-    const int64_t rows = a.rows[t];
-    if (rows > filled) {
-      std::memcpy(h_n + filled * a.Hout, y + (a.offset[t] + filled) * a.Hout,
-                  sizeof(T) * (rows - filled) * a.Hout);
-      filled = rows;
-    }
-  }
-}
-
-#define FUSED_LSTM_INSTANTIATE(T)                                                        \
-  template void lstm_forward_loop<T>(const LayerArgs&, bool, const ForwardLoop<T>&);     \
-  template void lstm_backward<T>(const LayerArgs&, bool, const BackwardLoop<T>&,         \
-                                 const BackwardGradients<T>&, int64_t);                  \
-  template void gather_final_hidden<T>(const LayerArgs&, bool, const T*, T*);
+#define FUSED_LSTM_INSTANTIATE(T)                                                   \
+  template void lstm_backward<T>(const LayerArgs&, bool, const BackwardPlan&,       \
+                                 const BackwardLoop<T>&, const BackwardGradients<T>&);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 FUSED_LSTM_INSTANTIATE(c10::BFloat16)

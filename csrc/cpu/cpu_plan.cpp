@@ -1,0 +1,69 @@
+#include "cpu_plan.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "gate_layout.h"
+
+namespace fused_lstm::cpu {
+
+namespace {
+
+// bfloat16 calls multiply bfloat16 GEMM operands where the CPU has AVX512_BF16 (and no
+// switch or cap says otherwise); with a projection, or elsewhere, they run in float32.
+bool bf16_operands(const LayerArgs& a, at::ScalarType dtype) {
+  return dtype == at::kBFloat16 && !a.has_proj && tuning().bf16_gemm;
+}
+
+// Bytes of one GEMM operand element: bfloat16, or the compute dtype (float for float16).
+int64_t operand_bytes(at::ScalarType dtype, bool bf16) {
+  return bf16 ? 2 : dtype == at::kDouble ? 8 : 4;
+}
+
+// Threads that share a step: all of them (at most one per gate chunk) from min_macs
+// multiply-adds per step, and none inside another parallel region (the two directions
+// of a bidirectional layer each run on a thread of their own).
+int64_t step_threads(const LayerArgs& a, int64_t min_macs) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), chunk_count(a.H));
+  const int64_t macs = a.B * 4 * a.H * a.Hout;
+  if (threads <= 1 || macs < min_macs || at::in_parallel_region()) return 1;
+  return threads;
+}
+
+// By batch rows where w_hh^T fits each core's L2 and every thread gets enough rows to
+// keep the GEMM tile busy; else by hidden units.
+LoopSplit loop_split(const LayerArgs& a, int64_t min_macs, int64_t operand) {
+  const int64_t threads = step_threads(a, min_macs);
+  const int64_t w_hh_bytes = operand * a.Hout * 4 * a.H;
+  const bool by_rows = threads > 1 && w_hh_bytes <= Tuning::kMaxRowSplitWeightBytes &&
+                       a.B >= Tuning::kMinRowsPerThread * threads;
+  return {threads, by_rows};
+}
+
+}  // namespace
+
+ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype) {
+  const bool bf16 = bf16_operands(a, dtype);
+  return {bf16, a.B >= Tuning::kMinRowsForStepInput,
+          loop_split(a, Tuning::kMinParallelForwardStepMacs, operand_bytes(dtype, bf16))};
+}
+
+BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {
+  const bool bf16 = bf16_operands(a, dtype);
+  const int64_t operand = operand_bytes(dtype, bf16);
+  const int64_t accumulate = bf16 ? 4 : operand;
+  const LoopSplit split = loop_split(a, Tuning::kMinParallelBackwardStepMacs, operand);
+  const int64_t G = 4 * a.H;
+  BackwardRoute route = BackwardRoute::kBlocks;
+  if (split.by_rows && (a.I + a.Hout) * G * accumulate <= Tuning::kMaxOwnWeightGradientBytes) {
+    route = BackwardRoute::kOwnRows;
+  } else if (at::get_num_threads() >= 2 && !at::in_parallel_region() && split.threads == 1 &&
+             operand * G * a.Hout <= Tuning::kMaxRowSplitWeightBytes &&
+             a.N * G * (a.I + 2 * a.Hout) >= Tuning::kMinOverlapMacs) {
+    route = BackwardRoute::kOverlapped;
+  }
+  return {bf16, route, split, Tuning::kBackwardBlockRows};
+}
+
+}  // namespace fused_lstm::cpu

@@ -1,0 +1,51 @@
+// How one call of the layer op runs on the CPU: the CPU backend's routing decisions,
+// made once per call (per direction) from the layer's sizes and the Tuning
+// (cpu_tuning.h). Every one of them is in cpu_plan.cpp.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "../lstm_layer_args.h"
+#include "cpu_tuning.h"
+
+namespace fused_lstm::cpu {
+
+// How the threads share a time loop.
+struct LoopSplit {
+  int64_t threads = 1;   // threads on the loop (1: the calling thread alone)
+  bool by_rows = false;  // they split the batch rows, each running the whole loop on its
+                         // own rows with no barrier; else they split the hidden units and
+                         // meet at a barrier every step
+};
+
+enum class BackwardRoute {
+  kOwnRows,     // route 1: rows split; each thread turns its d(gates) into its rows of
+                // grad_x and weight gradients of its own, summed at the end
+  kOverlapped,  // route 2: the loop on one thread; a second turns each finished chunk of
+                // steps into gradients meanwhile
+  kBlocks,      // route 3: the loop (split as LoopSplit says), then each block's
+                // gradient GEMMs split over all threads
+};
+
+struct ForwardPlan {
+  bool bf16_operands;   // GEMM operands in bfloat16, accumulation in float (else every
+                        // buffer in the compute dtype)
+  bool input_per_step;  // x @ w_ih^T step by step inside the loop (else one GEMM over all
+                        // steps before it)
+  LoopSplit split;
+};
+
+struct BackwardPlan {
+  bool bf16_operands;
+  BackwardRoute route;
+  LoopSplit split;     // the backward loop's (route 1: by rows; route 2: one thread)
+  int64_t block_rows;  // rows of d(gates) turned into gradients at a time
+};
+
+// dtype: the layer's (the input's) dtype.
+ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype);
+BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype);
+
+}  // namespace fused_lstm::cpu

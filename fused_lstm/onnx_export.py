@@ -23,6 +23,7 @@ What ONNX cannot express is refused with an error saying why (`_refuse`): dropou
 layers in training mode, bfloat16 (not a type of ONNX's LSTM before opset 22), autocast.
 """
 
+import sys
 from typing import List, Optional, Tuple
 
 import torch
@@ -35,13 +36,20 @@ _is_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compil
 # torch.jit tracing (the TorchScript exporter); torch.jit.is_tracing() is this plus a check for
 # scripting that costs 0.1 us more per call.
 _is_tracing = getattr(torch._C, "_is_tracing", torch.jit.is_tracing)
+_is_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", lambda: False)
 
 
 def in_onnx_export() -> bool:
     """Whether torch.onnx.export is tracing this call. FusedLSTM.forward asks on every call,
-    so it costs about 0.1 us when no export is under way: torch.onnx's own test (2 us) only
-    runs under torch.export or torch.jit tracing, which every ONNX export goes through."""
-    return (_is_exporting() or _is_tracing()) and torch.onnx.is_in_onnx_export()
+    so it costs about 0.1 us when no export is under way: the rest only runs under
+    torch.export or torch.jit tracing, which every ONNX export goes through."""
+    if not (_is_exporting() or _is_tracing()):
+        return False
+    # torch.onnx.is_in_onnx_export() is torch's test, but Dynamo (which torch.onnx.export
+    # runs, as torch.export(strict=True), when the non-strict capture fails) takes it as
+    # False; so the dynamo exporter's flag is read as well, where this torch has it.
+    flags = sys.modules.get("torch.onnx._internal.exporter._flags")
+    return bool(getattr(flags, "_is_onnx_exporting", False)) or torch.onnx.is_in_onnx_export()
 
 
 class OnnxExportError(RuntimeError):
@@ -51,6 +59,13 @@ class OnnxExportError(RuntimeError):
 def forward(module, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
     """FusedLSTM.forward's ONNX form: same arguments, results and argument checks."""
     _refuse(module, input)
+    if _is_dynamo_compiling():
+        # torch.onnx.export captures with torch.export(strict=False) first, and falls back to
+        # strict=True (Dynamo) only when that fails: its first error is the one to read.
+        raise OnnxExportError(
+            "FusedLSTM's ONNX form is built in torch.onnx.export's non-strict capture; Dynamo "
+            "(torch.export strict=True, its fallback) does not trace torch.onnx.ops. See the "
+            "error of the non-strict capture (torch.onnx.export reports it first)")
     if torch.jit.is_tracing():  # the TorchScript exporter (dynamo=False)
         return _torchscript_forward(module, input, hx)
     if not hasattr(getattr(torch.onnx, "ops", None), "symbolic_multi_out"):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import onnx_export
 from .ops import lstm_layer
 
 
@@ -279,6 +280,8 @@ class FusedLSTM(nn.Module):
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
         if isinstance(input, torch.fx.Proxy):
             return self._fx_leaf_call(input, hx)
+        if onnx_export.in_onnx_export():  # ONNX's LSTM op instead of the fused ops
+            return onnx_export.forward(self, input, hx)
         packed = isinstance(input, PackedSequence)
         if packed:
             x, batch_sizes, sorted_indices, unsorted_indices = input

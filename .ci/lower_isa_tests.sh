@@ -10,8 +10,11 @@
 # inductor cache: torch's cache keeps code generated for one vector width and would
 # compile it for another.
 #
-# Left out: test_packaging.py (builds wheels; no kernel runs), test_cpu_routes.py (runs
-# its own switches in subprocesses), test_cuda.py (GPU only).
+# Left out, as they exercise no ISA-dependent kernel path beyond what the rest covers:
+# test_packaging.py (builds wheels), test_cpu_routes.py (runs its own switches in
+# subprocesses), test_cuda.py (GPU only), test_onnx_export.py (onnxruntime's kernels),
+# test_pytorch_utilities.py (module-level Python), test_distributed.py (gloo),
+# test_examples.py and test_bench_smoke.py (the scripts around the module).
 # Usage: bash .ci/lower_isa_tests.sh [extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +30,9 @@ run_level() {
   ATEN_CPU_CAPABILITY="$aten" ONEDNN_MAX_CPU_ISA="$onednn" TORCHINDUCTOR_CACHE_DIR="$cache" \
     python -m pytest tests -q -p no:cacheprovider \
       --ignore=tests/test_packaging.py --ignore=tests/test_cpu_routes.py \
-      --ignore=tests/test_cuda.py "$@"
+      --ignore=tests/test_cuda.py --ignore=tests/test_onnx_export.py \
+      --ignore=tests/test_pytorch_utilities.py --ignore=tests/test_distributed.py \
+      --ignore=tests/test_examples.py --ignore=tests/test_bench_smoke.py "$@"
   rm -rf "$cache"
 }
 

@@ -24,11 +24,11 @@ template <typename In, typename Barrier>
 void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
                     int64_t k_begin, int64_t k_end, int64_t p, int64_t P,
                     const Barrier& barrier) {
-  using T = Acc<In>;
+  using AccT = Acc<In>;
   constexpr int64_t cs = kColumnStride<In>;
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = b.w_hr != nullptr;
-  const auto& kernels = vector_kernels<T>();
+  const auto& kernels = vector_kernels<AccT>();
   const Share s = share_of(p, P, H, Hout);
   for (int64_t k = k_end - 1; k >= k_begin; --k) {
     const int64_t t = step_time(a, reverse, k);
@@ -38,40 +38,40 @@ void backward_steps(const LayerArgs& a, bool reverse, const BackwardLoop<In>& b,
     // rows it lacked (packed, reverse) started from c0.
     const int64_t t_prev = k > 0 ? step_time(a, reverse, k - 1) : -1;
     const int64_t from_prev = k > 0 ? std::min(rows, a.rows[t_prev]) : 0;
-    const T* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
-    const T* grad_y = b.grad_y + off * Hout;
+    const AccT* c_prev = k > 0 ? b.cells + a.offset[t_prev] * H : nullptr;
+    const AccT* grad_y = b.grad_y + off * Hout;
 
-    const T* dh = b.dh;
-    const T* dh2 = grad_y;
+    const AccT* dh = b.dh;
+    const AccT* dh2 = grad_y;
     int64_t dh_ld = Hout;
     if (proj) {
       // dh_total = dh + grad_y (columns o0:o1), then dh_raw = dh_total @ w_hr.
-      T* dht = b.dh_total + off * Hout;
+      AccT* dht = b.dh_total + off * Hout;
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = s.o0; j < s.o1; ++j)
           dht[r * Hout + j] = b.dh[r * Hout + j] + grad_y[r * Hout + j];
       barrier();
-      gemm_nn<T>(rows, s.u1 - s.u0, Hout, dht, Hout, b.w_hr + s.u0, H, b.dh_raw + s.u0, H,
+      gemm_nn<AccT>(rows, s.u1 - s.u0, Hout, dht, Hout, b.w_hr + s.u0, H, b.dh_raw + s.u0, H,
                  false);
       dh = b.dh_raw;
       dh2 = nullptr;
       dh_ld = H;
     }
-    for (int64_t c = s.c0; c < s.c1; ++c) {
-      const int64_t u = c * kGateChunk, w = chunk_width(H, c);
+    for (int64_t chunk = s.chunk_begin; chunk < s.chunk_end; ++chunk) {
+      const int64_t u = chunk * kGateChunk, w = chunk_width(H, chunk);
       // Rows below from_prev take c_prev from the previous step, the rest from c0.
       for (int part = 0; part < 2; ++part) {
         const int64_t r0 = part == 0 ? 0 : from_prev, r1 = part == 0 ? from_prev : rows;
         if (r0 >= r1) continue;
-        const T* cp = part == 0 ? c_prev + u : b.c0 + r0 * H + u;
-        BackwardStep<T> st{b.gates + (off + r0) * G + 4 * u, G,
+        const AccT* cp = part == 0 ? c_prev + u : b.c0 + r0 * H + u;
+        BackwardStep<AccT> st{b.gates + (off + r0) * G + 4 * u, G,
                            b.cells + (off + r0) * H + u, H,
                            cp, H,
                            dh + r0 * dh_ld + u, dh_ld,
                            dh2 ? dh2 + r0 * Hout + u : nullptr, Hout,
                            b.dc + r0 * H + u, H,
                            nullptr, G};
-        if constexpr (std::is_same_v<In, T>) {
+        if constexpr (std::is_same_v<In, AccT>) {
           st.dgates = dgates + r0 * G + 4 * u;
         } else {
           st.dgates_bf16 = dgates + r0 * G + 4 * u;
@@ -191,7 +191,7 @@ template <typename In>
 void part_gradients(const LayerArgs& a, const BackwardGradients<In>& g, const In* dgates,
                     const In* h_prev, const StepRows& s, int64_t x_lo, int64_t x_hi,
                     int64_t c_lo, int64_t c_hi, bool accumulate, bool threaded) {
-  using T = Acc<In>;
+  using AccT = Acc<In>;
   const int64_t G = 4 * a.H, I = a.I, Hout = a.Hout, N = c_hi - c_lo;
   const In* dg = dgates + s.block_row * G;
   const In* hp = h_prev + s.block_row * Hout;
@@ -206,7 +206,7 @@ void part_gradients(const LayerArgs& a, const BackwardGradients<In>& g, const In
   tn(s.count, Hout, N, hp, Hout, dg + c_lo, G, g.grad_w_hh_t + c_lo, G, accumulate);
   for (int64_t r = 0; r < (g.grad_bias ? s.count : 0); ++r) {
     const In* row = dg + r * G;
-    for (int64_t col = c_lo; col < c_hi; ++col) g.grad_bias[col] += static_cast<T>(row[col]);
+    for (int64_t col = c_lo; col < c_hi; ++col) g.grad_bias[col] += static_cast<AccT>(row[col]);
   }
 }
 
@@ -231,27 +231,27 @@ at::Tensor scratch(int64_t n) {
 template <typename In>
 void own_rows_backward(const LayerArgs& a, bool reverse, int64_t P, const BackwardLoop<In>& b,
                        const BackwardGradients<In>& g, int64_t block_rows) {
-  using T = Acc<In>;
+  using AccT = Acc<In>;
   const int64_t G = 4 * a.H, I = a.I, Hout = a.Hout, W = I + Hout;
   // Range p's block buffers: d(gates), x, h_prev ([cap, .] of In) and grad_x
-  // rows ([cap, I] of T), in place_block's order; then its own weight
+  // rows ([cap, I] of AccT), in place_block's order; then its own weight
   // gradients ([I + Hout, 4H], w_ih's rows first) and column sums ([4H]).
   const int64_t cap = std::max(block_rows / P, (a.B + P - 1) / P);
   const int64_t in_size = cap * (G + I + Hout), acc_size = cap * I + W * G + G;
   const at::Tensor in_buffers = scratch<In>(P * in_size);
-  const at::Tensor acc_buffers = scratch<T>(P * acc_size);
+  const at::Tensor acc_buffers = scratch<AccT>(P * acc_size);
   const auto own_sums = [&](int64_t p) {
-    return acc_buffers.data_ptr<T>() + p * acc_size + cap * I;
+    return acc_buffers.data_ptr<AccT>() + p * acc_size + cap * I;
   };
   run_on_row_ranges(a, P, [&](const LayerArgs& sub, int64_t b0, int64_t p) {
     In* dgates = in_buffers.data_ptr<In>() + p * in_size;
     In* xs = dgates + cap * G;
     In* hs = xs + cap * I;
-    T* dx = acc_buffers.data_ptr<T>() + p * acc_size;
-    T* w_ih_sum = own_sums(p);
-    T* w_hh_sum = w_ih_sum + I * G;
-    T* bias = w_ih_sum + W * G;
-    std::fill(w_ih_sum, bias + G, T(0));  // stays so where the range has no steps
+    AccT* dx = acc_buffers.data_ptr<AccT>() + p * acc_size;
+    AccT* w_ih_sum = own_sums(p);
+    AccT* w_hh_sum = w_ih_sum + I * G;
+    AccT* bias = w_ih_sum + W * G;
+    std::fill(w_ih_sum, bias + G, AccT(0));  // stays so where the range has no steps
     std::vector<int64_t> block_row(a.T, 0);
     BackwardLoop<In> loop = from_row(a, b, b0);
     loop.dgates = dgates;
@@ -265,7 +265,7 @@ void own_rows_backward(const LayerArgs& a, bool reverse, int64_t P, const Backwa
       gemm_nn<In>(rows, I, G, dgates, G, g.w_ih, I, dx, I, false);
       for (int64_t k = k_begin; k < k_end; ++k) {
         const int64_t t = step_time(sub, reverse, k), n = sub.rows[t];
-        std::memcpy(g.grad_x + sub.offset[t] * I, dx + block_row[t] * I, sizeof(T) * n * I);
+        std::memcpy(g.grad_x + sub.offset[t] * I, dx + block_row[t] * I, sizeof(AccT) * n * I);
         std::memcpy(xs + block_row[t] * I, g.x + sub.offset[t] * I, sizeof(In) * n * I);
       }
       gather_h_prev<In>(sub, reverse, g.y, g.h0 + b0 * Hout, hs, block_row.data(), k_begin,
@@ -273,20 +273,20 @@ void own_rows_backward(const LayerArgs& a, bool reverse, int64_t P, const Backwa
       gemm_tn<In>(rows, I, G, xs, I, dgates, G, w_ih_sum, G, true);
       gemm_tn<In>(rows, Hout, G, hs, Hout, dgates, G, w_hh_sum, G, true);
       for (int64_t r = 0; r < (g.grad_bias ? rows : 0); ++r)
-        for (int64_t col = 0; col < G; ++col) bias[col] += static_cast<T>(dgates[r * G + col]);
+        for (int64_t col = 0; col < G; ++col) bias[col] += static_cast<AccT>(dgates[r * G + col]);
       k_end = k_begin;
     }
   });
   // The outputs: the sums of all ranges.
   at::parallel_for(0, W + 1, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      T* out = r < I   ? g.grad_w_ih_t + r * G
+      AccT* out = r < I   ? g.grad_w_ih_t + r * G
                : r < W ? g.grad_w_hh_t + (r - I) * G
                        : g.grad_bias;
       if (!out) continue;  // no bias
-      std::fill(out, out + G, T(0));
+      std::fill(out, out + G, AccT(0));
       for (int64_t p = 0; p < P; ++p) {
-        const T* add = own_sums(p) + r * G;
+        const AccT* add = own_sums(p) + r * G;
         for (int64_t col = 0; col < G; ++col) out[col] += add[col];
       }
     }

@@ -17,15 +17,15 @@ namespace {
 template <typename In, typename Barrier>
 void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, int64_t p,
                    int64_t P, const Barrier& barrier) {
-  using T = Acc<In>;
+  using AccT = Acc<In>;
   constexpr int64_t cs = kColumnStride<In>;
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
   const bool proj = f.w_hr_t != nullptr;
   const bool save = f.cells != nullptr;
-  const auto& kernels = vector_kernels<T>();
+  const auto& kernels = vector_kernels<AccT>();
   const Share s = share_of(p, P, H, Hout);
-  // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^T or w_hh^T (K rows, in panels).
-  const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W, T* C,
+  // C[:, g0:g1] (+)= A[m, K] @ W[:, g0:g1], W being w_ih^AccT or w_hh^AccT (K rows, in panels).
+  const auto weight_gemm = [&](int64_t m, int64_t K, const In* A, int64_t lda, const In* W, AccT* C,
                                bool accumulate) {
     gemm_nn_panels<In>(m, s.g1 - s.g0, K, A, lda, W + cs * panel_rows<In>(K) * s.g0, C + s.g0,
                        G, accumulate);
@@ -33,13 +33,13 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
   for (int64_t k = 0; k < a.T; ++k) {
     const int64_t t = step_time(a, reverse, k);
     const int64_t off = a.offset[t], rows = a.rows[t];
-    T* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
+    AccT* gates = f.gates + (f.gates_all_steps ? off * G : 0);  // gates: [rows, 4H]
     In* y = f.y + off * Hout;                                // y: [rows, Hout]
     if (f.x) {
-      // gates[:, g0:g1] = x_t @ w_ih^T[:, g0:g1]
+      // gates[:, g0:g1] = x_t @ w_ih^AccT[:, g0:g1]
       weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, gates, false);
     }
-    // gates[:, g0:g1] += h_prev @ w_hh^T[:, g0:g1]; h_prev is y of the previous
+    // gates[:, g0:g1] += h_prev @ w_hh^AccT[:, g0:g1]; h_prev is y of the previous
     // step for the rows it had, h0 for rows that start here.
     const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
     if (from_prev > 0) {
@@ -48,26 +48,26 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
     }
     weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t,
                 gates + from_prev * G, true);
-    for (int64_t c = s.c0; c < s.c1; ++c) {
-      const int64_t u = c * kGateChunk, w = chunk_width(H, c);
-      ForwardStep<T> st{gates + 4 * u, G,
+    for (int64_t chunk = s.chunk_begin; chunk < s.chunk_end; ++chunk) {
+      const int64_t u = chunk * kGateChunk, w = chunk_width(H, chunk);
+      ForwardStep<AccT> st{gates + 4 * u, G,
                         f.bias ? f.bias + 4 * u : nullptr,
                         f.c + u, H,
                         save ? f.cells + off * H + u : nullptr, H,
                         nullptr, proj ? H : Hout,
                         save};
-      if constexpr (std::is_same_v<In, T>) {
+      if constexpr (std::is_same_v<In, AccT>) {
         st.h = proj ? f.h_raw + u : y + u;
       } else {
         st.h_bf16 = y + u;
       }
       kernels.forward(st, rows, w, 0, w);
     }
-    if constexpr (std::is_same_v<In, T>) {
+    if constexpr (std::is_same_v<In, AccT>) {
       if (proj) {
         barrier();
-        // y[:, o0:o1] = h_raw @ w_hr^T[:, o0:o1]
-        gemm_nn<T>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout,
+        // y[:, o0:o1] = h_raw @ w_hr^AccT[:, o0:o1]
+        gemm_nn<AccT>(rows, s.o1 - s.o0, H, f.h_raw, H, f.w_hr_t + s.o0, Hout, y + s.o0, Hout,
                    false);
       }
     }

@@ -96,12 +96,13 @@ Tensor transposed_operand(const Tensor& w, int64_t H) {
 
 template <typename In>
 DirectionForward forward_impl(
-    const LayerArgs& a, const ForwardPlan& plan, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const LayerArgs& a, const ForwardPlan& plan, const Tensor& x, const Tensor& h0,
+    const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
     bool reverse, bool need_backward) {
-  using T = Acc<In>;
+  using AccT = Acc<In>;
   const auto dt = x.scalar_type();
-  const auto ct = c10::CppTypeToScalarType<T>::value;   // gates, cells
+  const auto ct = c10::CppTypeToScalarType<AccT>::value;   // gates, cells
   const auto it = c10::CppTypeToScalarType<In>::value;  // GEMM operands, h
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H;
@@ -110,14 +111,15 @@ DirectionForward forward_impl(
   // step by step, so inference needs a gate buffer one step long; at small batch
   // one GEMM over all steps comes first (the plan says which).
   const bool input_per_step = plan.input_per_step;
-  // [I, 4H] w_ih^T and [Hout, 4H] w_hh^T, blocked columns in panels
+  // [I, 4H] w_ih^AccT and [Hout, 4H] w_hh^AccT, blocked columns in panels
   const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H);
   const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H);
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, it);
   const bool gates_all_steps = need_backward || !input_per_step;
-  Tensor gates = with_huge_pages(at::empty({gates_all_steps ? a.N : a.B, G}, opts));  // [N or B, 4H]
+  // gates: [N or B, 4H]
+  Tensor gates = with_huge_pages(at::empty({gates_all_steps ? a.N : a.B, G}, opts));
   Tensor c = fresh(c0, ct);                  // c: [B, H], becomes c_n
   Tensor y = with_huge_pages(at::empty({a.N, a.Hout}, x.options().dtype(it)));  // y: [N, Hout]
   Tensor h_n = fresh(h0, it);                // h_n: [B, Hout]
@@ -126,31 +128,31 @@ DirectionForward forward_impl(
 
   if (a.has_bias) {
     const Tensor bi = as_compute(*b_ih, ct), bh = as_compute(*b_hh, ct);
-    const T* pi = bi.data_ptr<T>();
-    const T* ph = bh.data_ptr<T>();
-    T* pb = bias.data_ptr<T>();
+    const AccT* pi = bi.data_ptr<AccT>();
+    const AccT* ph = bh.data_ptr<AccT>();
+    AccT* pb = bias.data_ptr<AccT>();
     for (int64_t col = 0; col < G; ++col) {
       const int64_t row = natural_gate_row(a.H, col);
       pb[col] = pi[row] + ph[row];
     }
   }
   if (!input_per_step) {
-    // gates = x @ w_ih^T for all steps at once; the bias is added in the pointwise pass.
+    // gates = x @ w_ih^AccT for all steps at once; the bias is added in the pointwise pass.
     parallel_gemm_nn_panels<In>(a.N, G, a.I, x2.data_ptr<In>(), a.I, w_ih_t.data_ptr<In>(),
-                                gates.data_ptr<T>(), G, false);
+                                gates.data_ptr<AccT>(), G, false);
   }
   ForwardLoop<In> f{input_per_step ? x2.data_ptr<In>() : nullptr,
                     w_ih_t.data_ptr<In>(),
                     w_hh_t.data_ptr<In>(),
-                    ptr_or_null<T>(w_hr_t),
-                    ptr_or_null<T>(bias),
+                    ptr_or_null<AccT>(w_hr_t),
+                    ptr_or_null<AccT>(bias),
                     h0_c.data_ptr<In>(),
-                    gates.data_ptr<T>(),
+                    gates.data_ptr<AccT>(),
                     gates_all_steps,
-                    c.data_ptr<T>(),
+                    c.data_ptr<AccT>(),
                     y.data_ptr<In>(),
-                    need_backward ? cells.data_ptr<T>() : nullptr,
-                    ptr_or_null<T>(h_raw)};
+                    need_backward ? cells.data_ptr<AccT>() : nullptr,
+                    ptr_or_null<AccT>(h_raw)};
   lstm_forward_loop<In>(a, reverse, plan.split, f);
   gather_final_hidden<In>(a, reverse, y.data_ptr<In>(), h_n.data_ptr<In>());
 
@@ -182,9 +184,9 @@ DirectionBackward backward_impl(const LayerArgs& a, const BackwardPlan& plan, co
                                 const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
                                 const Tensor& w_hh, const OptTensor& w_hr, const Tensor& y,
                                 const Tensor& gates, const Tensor& cells, bool reverse) {
-  using T = Acc<In>;
+  using AccT = Acc<In>;
   const auto dt = x.scalar_type();
-  const auto ct = c10::CppTypeToScalarType<T>::value;
+  const auto ct = c10::CppTypeToScalarType<AccT>::value;
   const auto it = c10::CppTypeToScalarType<In>::value;
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H;
@@ -208,17 +210,27 @@ DirectionBackward backward_impl(const LayerArgs& a, const BackwardPlan& plan, co
   Tensor grad_w_hh_t = a.T > 0 ? at::empty({a.Hout, G}, opts) : at::zeros({a.Hout, G}, opts);
   Tensor grad_w_ih, grad_w_hh;  // [4H, I], [4H, Hout] natural rows, made at the end
   Tensor grad_b_ih = at::empty({a.has_bias ? G : 0}, opts);
-  std::vector<T> bias_sums(a.has_bias ? G : 0, T(0));  // [4H] blocked
+  std::vector<AccT> bias_sums(a.has_bias ? G : 0, AccT(0));  // [4H] blocked
 
-  const BackwardLoop<In> b{w_hh_b.data_ptr<In>(), ptr_or_null<T>(w_hr_c), gy.data_ptr<T>(),
-                           gates_c.data_ptr<T>(),  cells_c.data_ptr<T>(), c0_c.data_ptr<T>(),
-                           dh.data_ptr<T>(),       dc.data_ptr<T>(),      nullptr,
-                           nullptr,                ptr_or_null<T>(dh_total),
-                           ptr_or_null<T>(dh_raw)};
-  const BackwardGradients<In> grads{x2.data_ptr<In>(),         y2.data_ptr<In>(),
-                                    h0_c.data_ptr<In>(),       w_ih_b.data_ptr<In>(),
-                                    grad_x.data_ptr<T>(),      grad_w_ih_t.data_ptr<T>(),
-                                    grad_w_hh_t.data_ptr<T>(),
+  const BackwardLoop<In> b{w_hh_b.data_ptr<In>(),
+                           ptr_or_null<AccT>(w_hr_c),
+                           gy.data_ptr<AccT>(),
+                           gates_c.data_ptr<AccT>(),
+                           cells_c.data_ptr<AccT>(),
+                           c0_c.data_ptr<AccT>(),
+                           dh.data_ptr<AccT>(),
+                           dc.data_ptr<AccT>(),
+                           nullptr,
+                           nullptr,
+                           ptr_or_null<AccT>(dh_total),
+                           ptr_or_null<AccT>(dh_raw)};
+  const BackwardGradients<In> grads{x2.data_ptr<In>(),
+                                    y2.data_ptr<In>(),
+                                    h0_c.data_ptr<In>(),
+                                    w_ih_b.data_ptr<In>(),
+                                    grad_x.data_ptr<AccT>(),
+                                    grad_w_ih_t.data_ptr<AccT>(),
+                                    grad_w_hh_t.data_ptr<AccT>(),
                                     a.has_bias ? bias_sums.data() : nullptr};
   lstm_backward<In>(a, reverse, plan, b, grads);
   // Back to nn.LSTM's gate order (the blocked weight copies are done with first,
@@ -227,10 +239,11 @@ DirectionBackward backward_impl(const LayerArgs& a, const BackwardPlan& plan, co
   w_hh_b = Tensor();
   grad_w_ih = at::empty({G, a.I}, opts);
   grad_w_hh = at::empty({G, a.Hout}, opts);
-  blocked_transposed_to_gate_rows<T>(grad_w_ih_t.data_ptr<T>(), a.H, a.I, grad_w_ih.data_ptr<T>());
-  blocked_transposed_to_gate_rows<T>(grad_w_hh_t.data_ptr<T>(), a.H, a.Hout,
-                                     grad_w_hh.data_ptr<T>());
-  T* gb = a.has_bias ? grad_b_ih.data_ptr<T>() : nullptr;
+  blocked_transposed_to_gate_rows<AccT>(grad_w_ih_t.data_ptr<AccT>(), a.H, a.I,
+                                        grad_w_ih.data_ptr<AccT>());
+  blocked_transposed_to_gate_rows<AccT>(grad_w_hh_t.data_ptr<AccT>(), a.H, a.Hout,
+                                     grad_w_hh.data_ptr<AccT>());
+  AccT* gb = a.has_bias ? grad_b_ih.data_ptr<AccT>() : nullptr;
   for (int64_t col = 0; col < (a.has_bias ? G : 0); ++col)
     gb[natural_gate_row(a.H, col)] = bias_sums[col];
 
@@ -240,7 +253,8 @@ DirectionBackward backward_impl(const LayerArgs& a, const BackwardPlan& plan, co
   if (a.has_proj) {
     // h_raw = o * tanh(c) of every step, recomputed from what forward saved.
     Tensor o_columns = at::empty({a.H}, at::kLong);
-    for (int64_t j = 0; j < a.H; ++j) o_columns.data_ptr<int64_t>()[j] = blocked_gate_column(a.H, 3, j);
+    for (int64_t j = 0; j < a.H; ++j)
+      o_columns.data_ptr<int64_t>()[j] = blocked_gate_column(a.H, 3, j);
     const Tensor h_raw = gates_c.index_select(1, o_columns) * cells_c.tanh();
     grad_w_hr = at::mm(dh_total.t(), h_raw);  // [Hout, H]
   }

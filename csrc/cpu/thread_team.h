@@ -20,19 +20,19 @@
 
 namespace fused_lstm::cpu {
 
-// The part of a step one thread owns: gate chunks [c0, c1) (hidden units
+// The part of a step one thread owns: gate chunks [chunk_begin, chunk_end) (hidden units
 // [u0, u1), gate columns [g0, g1)), and columns [o0, o1) of an Hout-wide row.
 struct Share {
-  int64_t c0, c1, u0, u1, g0, g1, o0, o1;
+  int64_t chunk_begin, chunk_end, u0, u1, g0, g1, o0, o1;
 };
 
 inline Share share_of(int64_t p, int64_t P, int64_t H, int64_t Hout) {
   const int64_t C = chunk_count(H);
   Share s;
-  s.c0 = C * p / P;
-  s.c1 = C * (p + 1) / P;
-  s.u0 = std::min(H, s.c0 * kGateChunk);
-  s.u1 = std::min(H, s.c1 * kGateChunk);
+  s.chunk_begin = C * p / P;
+  s.chunk_end = C * (p + 1) / P;
+  s.u0 = std::min(H, s.chunk_begin * kGateChunk);
+  s.u1 = std::min(H, s.chunk_end * kGateChunk);
   s.g0 = 4 * s.u0;
   s.g1 = 4 * s.u1;
   // Hout columns in multiples of 16 (one AVX-512 vector of floats).

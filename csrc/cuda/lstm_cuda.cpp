@@ -240,7 +240,7 @@ cudaError_t fused_forward_step(at::ScalarType dt, int64_t rows, int64_t H, acc_t
 // What the forward time loops read and write (pointers into forward_impl's
 // tensors, all in acc_t except y).
 template <typename acc_t>
-struct ForwardLoop {
+struct CudaForwardSteps {
   const LayerArgs& a;
   bool reverse;
   bool need_backward;  // save the activated gates and the cells
@@ -261,7 +261,7 @@ struct ForwardLoop {
 // ([N, H], h of every step in acc_t), or from h0 for rows that start at this
 // step. It also writes its h into L.h, so that L.h ends up holding h_n.
 template <typename acc_t>
-void forward_steps_fused(const ForwardLoop<acc_t>& L, acc_t* hist, bool y_is_hist,
+void forward_steps_fused(const CudaForwardSteps<acc_t>& L, acc_t* hist, bool y_is_hist,
                          const acc_t* h0) {
   const LayerArgs& a = L.a;
   const int64_t H = a.H, G = 4 * a.H;
@@ -281,7 +281,8 @@ void forward_steps_fused(const ForwardLoop<acc_t>& L, acc_t* hist, bool y_is_his
 // Library route: per step, gates += h @ w_hh^T through cuBLAS (or ATen), then
 // the pointwise kernel; with a projection, h = h_raw @ w_hr^T through ATen.
 template <typename acc_t>
-void forward_steps_library(const ForwardLoop<acc_t>& L, bool use_cublas, Tensor& gates, Tensor& h,
+void forward_steps_library(const CudaForwardSteps<acc_t>& L, bool use_cublas, Tensor& gates,
+                           Tensor& h,
                            Tensor& y, const Tensor& w_hh_c, const Tensor& w_hr_c,
                            const Tensor& h_raw) {
   const LayerArgs& a = L.a;
@@ -338,7 +339,7 @@ DirectionForward forward_impl(
   Tensor cells = at::empty({need_backward ? a.N : 0, H}, opts);  // cells: [N, H]
   const Tensor w_hh_c = as_compute(w_hh, ct);                    // [4H, Hout]
 
-  const ForwardLoop<acc_t> loop{a,
+  const CudaForwardSteps<acc_t> loop{a,
                                 reverse,
                                 need_backward,
                                 dt,
@@ -385,7 +386,7 @@ DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes
 // What the backward time loops read and write (pointers into backward_impl's
 // tensors, all in acc_t).
 template <typename acc_t>
-struct BackwardLoop {
+struct CudaBackwardSteps {
   const LayerArgs& a;
   bool reverse;
   cudaStream_t stream;
@@ -416,7 +417,7 @@ struct BackwardLoop {
 // for packed reverse layers, whose rows leave the loop at different steps, so
 // dg_last keeps them. w_hh_t: [Hout, 4H].
 template <typename acc_t>
-Tensor backward_steps_fused(const BackwardLoop<acc_t>& L, const Tensor& dgates,
+Tensor backward_steps_fused(const CudaBackwardSteps<acc_t>& L, const Tensor& dgates,
                             const Tensor& w_hh_c, const Tensor& w_hh_t, const Tensor& grad_h_n) {
   const LayerArgs& a = L.a;
   const int64_t H = a.H, G = 4 * a.H;
@@ -442,7 +443,7 @@ Tensor backward_steps_fused(const BackwardLoop<acc_t>& L, const Tensor& dgates,
 // through cuBLAS (or ATen); with a projection dh_raw = (dh + grad_y) @ w_hr
 // first, through ATen.
 template <typename acc_t>
-void backward_steps_library(const BackwardLoop<acc_t>& L, bool use_cublas, Tensor& dh,
+void backward_steps_library(const CudaBackwardSteps<acc_t>& L, bool use_cublas, Tensor& dh,
                             const Tensor& dgates, const Tensor& gy, const Tensor& w_hh_c,
                             const Tensor& w_hr_c, const Tensor& dh_total, const Tensor& dh_raw) {
   const LayerArgs& a = L.a;
@@ -504,7 +505,7 @@ DirectionBackward backward_impl(
   // dh_total: [N, Hout] dL/dh of every step (projection only).
   const Tensor dh_total = a.has_proj ? at::empty({a.N, Hout}, opts) : Tensor();
 
-  const BackwardLoop<acc_t> loop{a,
+  const CudaBackwardSteps<acc_t> loop{a,
                                  reverse,
                                  stream,
                                  gates_c.data_ptr<acc_t>(),

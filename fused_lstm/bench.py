@@ -655,7 +655,7 @@ def _plot(report: dict, path: str) -> Optional[str]:
     if not results:
         return None
     names = [r["config"] for r in results]
-    modes = [m for m in MODES if any(m in r["modes"] for r in results)]
+    modes = [mode for mode in MODES if any(mode in r["modes"] for r in results)]
     width = 0.8 / len(modes)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4))
     for k, mode in enumerate(modes):

@@ -4,22 +4,13 @@
 """
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 from torch import nn
 
 from . import FusedLSTM, extension_loaded
-
-
-def _time(fn, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from .bench.timing import summarize, time_interleaved
 
 
 def main(argv=None):
@@ -59,12 +50,11 @@ def main(argv=None):
         y.backward(g)
 
     for name, fn in (("inference", infer), ("training (fwd+bwd)", train)):
-        fn(ref), fn(fused)  # warm-up
-        t_ref, t_fused = [], []
-        for _ in range(a.reps):  # interleaved, so drift hits both alike
-            t_ref.append(_time(lambda: fn(ref), 1))
-            t_fused.append(_time(lambda: fn(fused), 1))
-        mr, mf = statistics.median(t_ref), statistics.median(t_fused)
+        # The benchmark's timing: one warm-up round, then rounds alternating the order
+        # (A B, B A, ...), so drift and first-in-round effects hit both alike.
+        steps = [functools.partial(fn, ref), functools.partial(fn, fused)]
+        t_ref, t_fused = time_interleaved(steps, reps=a.reps, warmup=1, device="cpu")
+        mr, mf = summarize(t_ref)["median_s"], summarize(t_fused)["median_s"]
         print(f"{name:>20}: nn.LSTM {mr * 1e3:8.2f} ms   FusedLSTM {mf * 1e3:8.2f} ms   "
               f"speed-up {mr / mf:5.2f}x")
 

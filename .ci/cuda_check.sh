@@ -3,7 +3,10 @@
 # build of torch (no network needed): build the extension in place, run every CUDA
 # test, then the GPU benchmark. Logs and the results file go to OUT.
 #
-#   bash benchmarks/cuda_check.sh [OUT]     # OUT defaults to cuda_check
+#   bash .ci/cuda_check.sh [OUT]     # OUT defaults to cuda_check
+#
+# It runs from the repository root (the folder above .ci/), wherever it is called from,
+# so a relative OUT is taken from the root.
 #
 # Each stage has a time limit, so one stuck stage cannot eat the rest. Exit status:
 # that of the first stage that failed (0 when all passed).

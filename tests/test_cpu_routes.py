@@ -30,8 +30,10 @@ ROUTES = {
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_parity_on_route(route):
     env = dict(os.environ, **ROUTES[route])
+    # the parity grid, the threaded routes at their hand-picked sizes, and bfloat16
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-           str(TESTS / "test_parity.py"), str(TESTS / "test_bfloat16.py")]
+           str(TESTS / "test_parity.py"), str(TESTS / "test_bfloat16.py"),
+           str(TESTS / "test_threaded_routes.py"), "-k", "not drawn"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
                           cwd=str(TESTS.parent))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -1,14 +1,16 @@
-"""The CUDA kernels: FusedLSTM against cuDNN's nn.LSTM, reduced precision against
-float64, gradcheck, opcheck, determinism, streams and device checks.
+"""What exists on CUDA alone: wide layers against cuDNN, float16 and bfloat16 against
+float64 next to cuDNN's own error, float16 opcheck, saved-buffer dtypes, determinism,
+streams, devices, and the device checks of the ops.
 
+The tests that run on every device take conftest.py's `device`/`routed_device`
+fixtures in the other files (parity grid: test_parity.py; gradcheck and opcheck of
+the ops: test_ops.py; module gradcheck: test_module.py; edges, fuzzing, reliability).
 The time loops have two routes (our fused step kernels, or a cuBLAS GEMM per
-step); the parity and gradcheck tests run each one, forced through
+step); the tests here that compare numbers run each one, forced through
 FUSED_LSTM_CUDA_STEP.
 
 Skipped as a whole without a visible GPU or without the CUDA kernels in the build.
 """
-
-import copy
 
 import pytest
 
@@ -21,16 +23,13 @@ if not getattr(fused_lstm, "cuda_available", lambda: False)():
     pytest.skip("fused_lstm was built without its CUDA kernels", allow_module_level=True)
 
 from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
-from fused_lstm import FusedLSTM  # noqa: E402
 import helpers  # noqa: E402
-from helpers import (  # noqa: E402
-    GRID, flat_outputs, gradcheck_op, grads_of, make_pair, rel_err)
+from helpers import assert_matches_cudnn, flat_outputs, make_pair, rel_err  # noqa: E402
 
 DEVICE = "cuda"
 OPS = torch.ops.fused_lstm
-F32_TOL = 1e-5
 
 
 @pytest.fixture(autouse=True)
@@ -43,92 +42,18 @@ def exact_float32_matmul():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-@pytest.fixture(params=["fused", "gemm"])
-def route(request, monkeypatch):
-    """Runs the test with the time loops forced onto one route."""
-    monkeypatch.setenv("FUSED_LSTM_CUDA_STEP", request.param)
-    return request.param
-
-
 def state(layers, directions, batch, size, dtype=torch.float32, requires_grad=True):
     return torch.randn(layers * directions, batch, size, device=DEVICE, dtype=dtype,
                        requires_grad=requires_grad)
 
 
-def norm_rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    """||got - want|| / ||want|| (2-norms over all elements)."""
-    got, want = got.detach().double(), want.detach().double()
-    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
-
-
-def to_cpu64(t):
-    return t.detach().to("cpu", torch.float64).requires_grad_(t.requires_grad)
-
-
-def assert_matches_cudnn(ref, fused, x, hx=None):
-    """FusedLSTM against cuDNN's nn.LSTM (ref) and against a float64 CPU copy of it.
-
-    Outputs and every gradient (input, h0, c0, each parameter):
-    - against float64, FusedLSTM's largest error is at most twice cuDNN's own, or
-      1e-5: where the two float32 results differ, FusedLSTM is not the less exact;
-    - against cuDNN, the relative error (2-norm) is at most 1e-5, or twice cuDNN's
-      own relative error against float64 where that is larger. Two results can
-      differ by the sum of their errors, and cuDNN's float32 results are off by up
-      to 2.6e-5 here (benchmarks/NOTES.md, "CUDA: accuracy"), FusedLSTM's by 6e-7.
-    """
-    ref64 = copy.deepcopy(ref).to("cpu", torch.float64)
-    if isinstance(x, PackedSequence):
-        order = [None if t is None else t.cpu() for t in (x.sorted_indices, x.unsorted_indices)]
-        x64 = PackedSequence(to_cpu64(x.data), x.batch_sizes, *order)
-    else:
-        x64 = to_cpu64(x)
-    hx64 = None if hx is None else tuple(to_cpu64(t) for t in hx)
-    runs = []
-    grad_outs = None
-    for m, xi, hi in ((ref, x, hx), (fused, x, hx), (ref64, x64, hx64)):
-        out = m(xi) if hi is None else m(xi, hi)
-        flat = flat_outputs(out)
-        if grad_outs is None:
-            grad_outs = [torch.randn_like(t) for t in flat]
-        xin = xi.data if isinstance(xi, PackedSequence) else xi
-        inputs = [xin] + (list(hi) if hi is not None else [])
-        grads = grads_of(m, out, inputs, [g.to(t) for g, t in zip(grad_outs, flat)])
-        runs.append([t.detach() for t in flat] + list(grads))
-    names = (["output", "h_n", "c_n", "grad of input"]
-             + (["grad of h0", "grad of c0"] if hx is not None else [])
-             + [f"grad of {n}" for n, _ in fused.named_parameters()])
-    for name, c, f, want in zip(names, *runs):
-        assert f.shape == c.shape and f.dtype == c.dtype, name
-        err_f, err_c = rel_err(f.cpu().double(), want), rel_err(c.cpu().double(), want)
-        assert err_f <= max(2 * err_c, F32_TOL), (
-            f"{name}: max error {err_f:.3g} against float64, cuDNN's is {err_c:.3g}")
-        err, cudnn_err = norm_rel_err(f, c), norm_rel_err(c.cpu(), want)
-        assert err <= max(2 * cudnn_err, F32_TOL), (
-            f"{name}: relative error {err:.3g} against cuDNN > 1e-5, and cuDNN's own "
-            f"against float64 is {cudnn_err:.3g}")
-
-
 # ---------------------------------------------------------------------------
-# float32 parity with cuDNN
+# float32 parity with cuDNN at sizes only the CUDA kernels block differently
+# (the grid, unbatched and packed parity runs on every device: test_parity.py)
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("route")
-@pytest.mark.parametrize("layers,bidir,batch_first,bias,proj,with_hx", GRID)
-def test_parity_with_cudnn(layers, bidir, batch_first, bias, proj, with_hx):
-    T, B, I, H = 7, 4, 5, 6
-    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=I, hidden_size=H,
-                           num_layers=layers, bias=bias, batch_first=batch_first,
-                           bidirectional=bidir, proj_size=proj)
-    x = torch.randn((B, T, I) if batch_first else (T, B, I), device=DEVICE, requires_grad=True)
-    hx = None
-    if with_hx:
-        D = 2 if bidir else 1
-        hx = (state(layers, D, B, proj or H), state(layers, D, B, H))
-    assert_matches_cudnn(ref, fused, x, hx)
-
-
-@pytest.mark.usefixtures("route")
+@pytest.mark.usefixtures("cuda_route")
 @pytest.mark.parametrize("proj", [0, 40])
 def test_parity_with_cudnn_wide_layers(proj):
     # More than one block along the hidden columns (H > 256) and along the rows.
@@ -140,40 +65,6 @@ def test_parity_with_cudnn_wide_layers(proj):
             p.mul_(0.1)
     x = torch.randn(T, B, I, device=DEVICE, requires_grad=True)
     hx = (state(2, 2, B, proj or H), state(2, 2, B, H))
-    assert_matches_cudnn(ref, fused, x, hx)
-
-
-@pytest.mark.usefixtures("route")
-@pytest.mark.parametrize("with_hx", [False, True])
-@pytest.mark.parametrize("proj", [0, 2])
-def test_parity_with_cudnn_unbatched(with_hx, proj):
-    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=3, hidden_size=5,
-                           num_layers=2, bidirectional=True, proj_size=proj)
-    x = torch.randn(6, 3, device=DEVICE, requires_grad=True)
-    hx = None
-    if with_hx:
-        hx = (torch.randn(4, proj or 5, device=DEVICE, requires_grad=True),
-              torch.randn(4, 5, device=DEVICE, requires_grad=True))
-    assert_matches_cudnn(ref, fused, x, hx)
-
-
-@pytest.mark.usefixtures("route")
-@pytest.mark.parametrize("bidir", [False, True])
-@pytest.mark.parametrize("proj", [0, 3])
-@pytest.mark.parametrize("with_hx", [False, True])
-def test_parity_with_cudnn_packed_unsorted(bidir, proj, with_hx):
-    lengths = torch.tensor([3, 7, 1, 5, 7, 2])  # unsorted, with ties; stays on the CPU
-    B, I, H, layers = len(lengths), 4, 5, 2
-    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=I, hidden_size=H,
-                           num_layers=layers, bidirectional=bidir, proj_size=proj,
-                           batch_first=True)
-    padded = torch.randn(B, int(lengths.max()), I, device=DEVICE)
-    x = pack_padded_sequence(padded, lengths, batch_first=True, enforce_sorted=False)
-    x.data.requires_grad_(True)
-    hx = None
-    if with_hx:
-        D = 2 if bidir else 1
-        hx = (state(layers, D, B, proj or H), state(layers, D, B, H))
     assert_matches_cudnn(ref, fused, x, hx)
 
 
@@ -208,7 +99,7 @@ def run_with_grads(module, x, hx, lengths, grad_outs, batch_first):
     return result
 
 
-@pytest.mark.usefixtures("route")
+@pytest.mark.usefixtures("cuda_route")
 @pytest.mark.parametrize("case", REDUCED_CASES, ids=REDUCED_IDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 def test_reduced_precision_error_at_most_twice_nn_lstm(dtype, case):
@@ -250,108 +141,17 @@ def test_reduced_precision_error_at_most_twice_nn_lstm(dtype, case):
             f"{name}: relative error {err_f:.3g} vs float64, nn.LSTM's is {err_c:.3g}")
 
 
-# ---------------------------------------------------------------------------
-# float64 gradcheck on the GPU
-# ---------------------------------------------------------------------------
-
-GRADCHECK_CASES = [
-    dict(num_layers=2, bidirectional=True),
-    dict(proj_size=2, bias=False),
-    dict(num_layers=2, bidirectional=True, proj_size=2, packed=True),
-]
-
-
-@pytest.mark.usefixtures("route")
-@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=["bidir", "proj-nobias", "packed-proj"])
-def test_gradcheck_module_float64(case):
-    torch.manual_seed(0)
-    cfg = dict(case)
-    packed = cfg.pop("packed", False)
-    T, B, I, H = 4, 3, 3, 4
-    m = FusedLSTM(I, H, device=DEVICE, dtype=torch.float64, **cfg)
-    names = [n for n, _ in m.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
-    D = 2 if cfg.get("bidirectional", False) else 1
-    L, Hout = cfg.get("num_layers", 1), cfg.get("proj_size", 0) or H
-    g = dict(device=DEVICE, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(T, B, I, **g)
-    h0, c0 = torch.randn(L * D, B, Hout, **g), torch.randn(L * D, B, H, **g)
-    lengths = torch.tensor([4, 2, 3])
-
-    def f(x, h0, c0, *ps):
-        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
-        out = torch.func.functional_call(m, dict(zip(names, ps)), (inp, (h0, c0)))
-        return tuple(flat_outputs(out))
-
-    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
-
-
 def layer_args(**kwargs):
     """Random CUDA arguments of the layer op (helpers.layer_args; batch_sizes stays on the
     CPU), all but need_backward."""
     return helpers.layer_args(device=DEVICE, **kwargs)
 
 
-CASES = [dict(), dict(proj=2), dict(bias=False), dict(packed=True), dict(packed=True, proj=3)]
-IDS = ["dense", "proj", "nobias", "packed", "packed-proj"]
-
-
-@pytest.mark.usefixtures("route")
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_gradcheck_op_float64(case, reverse):
-    torch.manual_seed(1)
-    args = layer_args(reverse=reverse, **case)
-    assert gradcheck_op(OPS.lstm_layer_forward, args)
-
-
-@pytest.mark.usefixtures("route")
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_gradcheck_op_float64_bidirectional(case):
-    torch.manual_seed(1)
-    args = layer_args(bidirectional=True, **case)
-    assert gradcheck_op(OPS.lstm_layer_forward, args)
-
-
-# ---------------------------------------------------------------------------
-# opcheck on CUDA
-# ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("need_backward", [False, True])
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_opcheck_forward(case, reverse, need_backward):
-    torch.manual_seed(2)
-    args = layer_args(dtype=torch.float32, reverse=reverse, **case)
-    torch.library.opcheck(OPS.lstm_layer_forward, (*args, need_backward))
-
-
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_opcheck_bidirectional(case):
-    torch.manual_seed(2)
-    args = layer_args(dtype=torch.float32, bidirectional=True, **case)
-    torch.library.opcheck(OPS.lstm_layer_forward, (*args, True))
-    args = layer_args(dtype=torch.float32, bidirectional=True, requires_grad=False, **case)
-    y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
-    grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
-    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, saved))
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
-def test_opcheck_forward_reduced_precision(dtype):
+def test_opcheck_forward_float16():
+    """float16 is a CUDA dtype only (bfloat16 runs on every device: test_ops.py)."""
     torch.manual_seed(3)
-    args = layer_args(dtype=dtype, requires_grad=False, proj=2)
+    args = layer_args(dtype=torch.float16, requires_grad=False, proj=2)
     torch.library.opcheck(OPS.lstm_layer_forward, (*args, True))
-
-
-@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_opcheck_backward(case, reverse):
-    torch.manual_seed(4)
-    args = layer_args(dtype=torch.float32, requires_grad=False, reverse=reverse, **case)
-    y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
-    grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
-    torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, saved))
 
 
 def test_saved_buffers_shapes_and_dtypes():

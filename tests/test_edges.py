@@ -22,23 +22,11 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence
 
-import fused_lstm
 from fused_lstm import FusedLSTM
 from helpers import make_pair, rel_err
 
-HAS_CUDA = fused_lstm.cuda_available() and torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not HAS_CUDA, reason="no CUDA device, or fused_lstm built without its CUDA kernels"))]
 TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """Tiny shapes only here: one intra-op thread is faster (much faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # conftest.py
 
 
 def pair(cfg, dtype=torch.float64, device="cpu", seed=0):
@@ -110,7 +98,6 @@ SIZES = {"T": dict(T=1), "B": dict(B=1), "H": dict(H=1), "I": dict(I=1),
          "all": dict(T=1, B=1, H=1, I=1)}
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("which", list(SIZES))
 def test_sizes_of_one(which, with_hx, device):
@@ -133,7 +120,6 @@ def test_sizes_of_one_unbatched_single_layer():
 # empty tensors
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_batch_of_zero_like_nn_lstm(batch_first, with_hx, device):
@@ -159,7 +145,6 @@ ZERO_LENGTH = {
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(ZERO_LENGTH))
 def test_sequence_of_length_zero_raises_like_nn_lstm(case, device):
     x_shape, hx_shapes = ZERO_LENGTH[case]
@@ -178,7 +163,6 @@ def test_sequence_of_length_zero_raises_like_nn_lstm(case, device):
 # packed corner cases
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
 def test_packed_all_lengths_equal(enforce_sorted, with_hx, device):
@@ -200,7 +184,6 @@ def test_packed_all_lengths_equal(enforce_sorted, with_hx, device):
         assert rel_err(a.cpu(), b.cpu()) <= 1e-12
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("T", [1, 7])
 def test_packed_single_sequence(T, with_hx, device):
@@ -232,7 +215,6 @@ def gradient_penalty_grads(module, x, hx, pack):
     return torch.autograd.grad(penalty, [x, *hx] + list(module.parameters()))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(DOUBLE_BACKWARD))
 def test_double_backward_matches_nn_lstm(case, device):
     cfg = DOUBLE_BACKWARD[case]
@@ -252,7 +234,6 @@ def test_double_backward_matches_nn_lstm(case, device):
     assert all(g.abs().max() > 0 for g in want[3:]), "penalty must reach every parameter"
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_gradgradcheck_tiny_module(device):
     fused = FusedLSTM(2, 2, bidirectional=True, proj_size=1, dtype=torch.float64).to(device)
     names = [n for n, _ in fused.named_parameters()]
@@ -271,7 +252,6 @@ def test_gradgradcheck_tiny_module(device):
 # backward in eval mode
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_backward_in_eval_mode(packed, device):
     cfg = dict(input_size=3, hidden_size=5, num_layers=3, bidirectional=True, dropout=0.5)
@@ -311,7 +291,6 @@ NONFINITE_CFGS = {
 }
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("cfg_name,where", [
@@ -347,7 +326,6 @@ def test_nan_and_inf_propagate_like_nn_lstm(cfg_name, where, value, dtype, devic
         assert torch.isnan(want[0]).any()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("scale", [1e4, 1e30])
 def test_saturating_inputs_match_nn_lstm(scale, dtype, device):
@@ -367,7 +345,6 @@ def test_saturating_inputs_match_nn_lstm(scale, dtype, device):
 SWEEP_RTOL = {torch.float32: 1e-6, torch.float64: 2e-15}
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("H", [16, 21], ids=["full-vectors", "masked-tail"])
 def test_gate_nonlinearities_over_their_whole_range(H, dtype, device):

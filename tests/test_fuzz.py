@@ -25,23 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-import fused_lstm
 from helpers import make_pair, rel_err
 
-HAS_CUDA = fused_lstm.cuda_available() and torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not HAS_CUDA, reason="no CUDA device, or fused_lstm built without its CUDA kernels"))]
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")  # conftest.py
 
 TOL64 = 1e-9
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """Tiny shapes only here: one intra-op thread is faster (much faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 TOL = {torch.float64: TOL64, torch.float32: 1e-5}
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -141,7 +129,6 @@ def assert_close_all(names, got, want, tol):
         assert err <= tol, f"{name}: relative error {err:.3g} > {tol:g}"
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @FUZZ
 @given(case=valid_calls())
 def test_valid_calls_match_nn_lstm(device, case):
@@ -322,7 +309,6 @@ def check_same_outcome(case, device, want, got):
     assert_close_all(["output", "h_n", "c_n"], flat(got), flat(want), tol)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mutation", MUTATIONS)
 @FUZZ_BAD
 @given(data=st.data())
@@ -340,7 +326,6 @@ def test_malformed_calls_fail_like_nn_lstm(device, mutation, data):
 # process on some (a sorted packed call whose c0 has too few layers segfaults). So a
 # malformed packed call is never handed to it: FusedLSTM must raise the exception
 # type nn.LSTM raises for the same call on the padded batch.
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mutation", PACKED_MUTATIONS)
 @FUZZ_BAD
 @given(data=st.data(), enforce_sorted=st.booleans())

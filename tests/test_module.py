@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 from fused_lstm import FusedLSTM, convert
@@ -212,21 +213,32 @@ def test_extension_is_loaded():
     assert fused_lstm.extension_loaded(), "the compiled op must be built for this test run"
 
 
-@pytest.mark.parametrize("cfg", [dict(num_layers=2, bidirectional=True),
-                                 dict(proj_size=2, batch_first=True), dict(bias=False)])
-def test_gradcheck_module_float64(cfg):
-    fused = FusedLSTM(3, 4, dtype=torch.float64, **cfg)
-    D = 2 if cfg.get("bidirectional") else 1
-    L = cfg.get("num_layers", 1) * D
-    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(L, 2 if cfg.get("batch_first") else 4, cfg.get("proj_size") or 4,
-                     dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(L, h0.shape[1], 4, dtype=torch.float64, requires_grad=True)
-    params = list(fused.parameters())
+GRADCHECK_CASES = [dict(num_layers=2, bidirectional=True), dict(proj_size=2, batch_first=True),
+                   dict(bias=False), dict(proj_size=2, bias=False),
+                   dict(num_layers=2, bidirectional=True, proj_size=2, packed=True)]
+GRADCHECK_IDS = ["bidir", "proj-batch-first", "nobias", "proj-nobias", "packed-proj-bidir"]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES, ids=GRADCHECK_IDS)
+def test_gradcheck_module_float64(routed_device, case):
+    """gradcheck of the whole module w.r.t. input, state and every parameter."""
+    torch.manual_seed(0)
+    cfg = dict(case)
+    packed = cfg.pop("packed", False)
+    T, B, I, H = 4, 3, 3, 4
+    fused = FusedLSTM(I, H, dtype=torch.float64, device=routed_device, **cfg)
+    names = [n for n, _ in fused.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in fused.parameters()]
+    L = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional") else 1)
+    g = dict(dtype=torch.float64, device=routed_device, requires_grad=True)
+    x = torch.randn((B, T, I) if cfg.get("batch_first") else (T, B, I), **g)
+    h0 = torch.randn(L, B, cfg.get("proj_size") or H, **g)
+    c0 = torch.randn(L, B, H, **g)
+    lengths = torch.tensor([4, 2, 3])  # unsorted
 
     def f(x, h0, c0, *ps):
-        state = dict(zip([n for n, _ in fused.named_parameters()], ps))
-        y, (h, c) = torch.func.functional_call(fused, state, (x, (h0, c0)))
-        return y, h, c
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        y, (h, c) = torch.func.functional_call(fused, dict(zip(names, ps)), (inp, (h0, c0)))
+        return (y.data if packed else y), h, c
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params))

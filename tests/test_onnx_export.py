@@ -6,7 +6,6 @@ largest value) at the export shape and at other sequence lengths and batch sizes
 """
 
 import re
-import sys
 from pathlib import Path
 
 import pytest

@@ -1,4 +1,8 @@
-"""The fused_lstm layer ops themselves: opcheck, gradcheck, and the compiled path in use."""
+"""The fused_lstm layer ops themselves: opcheck, gradcheck, and the compiled path in use.
+
+The reference, gradcheck and opcheck tests run on every device (conftest.py); the rest
+on the CPU. batch_sizes of a packed call stays on the CPU on every device.
+"""
 
 import pytest
 import torch
@@ -30,8 +34,8 @@ def by_direction(args):
 
 @pytest.mark.parametrize("direction", DIRECTIONS, ids=DIRECTION_IDS)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_forward_matches_reference(case, direction):
-    args = layer_args(requires_grad=False, **case, **direction)
+def test_forward_matches_reference(routed_device, case, direction):
+    args = layer_args(requires_grad=False, device=routed_device, **case, **direction)
     y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, False)
     want = by_direction(args)
     close = dict(rtol=1e-12, atol=1e-12)
@@ -43,14 +47,15 @@ def test_forward_matches_reference(case, direction):
 
 @pytest.mark.parametrize("direction", DIRECTIONS, ids=DIRECTION_IDS)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_gradcheck_op(case, direction):
+def test_gradcheck_op(routed_device, case, direction):
     torch.manual_seed(7)
-    args = layer_args(**case, **direction)
+    args = layer_args(device=routed_device, **case, **direction)
     assert gradcheck_op(OPS.lstm_layer_forward, args)
 
 
 # bfloat16 takes its own CPU route (bfloat16 GEMM operands) where the CPU has
-# AVX512_BF16; its saved buffers must still match the fake kernels.
+# AVX512_BF16, and tensor-core GEMMs on CUDA; its saved buffers must still match the
+# fake kernels.
 DTYPES = [torch.float32, torch.bfloat16]
 
 
@@ -58,16 +63,16 @@ DTYPES = [torch.float32, torch.bfloat16]
 @pytest.mark.parametrize("need_backward", [False, True])
 @pytest.mark.parametrize("direction", DIRECTIONS, ids=DIRECTION_IDS)
 @pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
-def test_opcheck_forward(case, direction, need_backward, dtype):
-    args = layer_args(dtype=dtype, **case, **direction)
+def test_opcheck_forward(device, case, direction, need_backward, dtype):
+    args = layer_args(dtype=dtype, device=device, **case, **direction)
     torch.library.opcheck(OPS.lstm_layer_forward, (*args, need_backward))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "bf16"])
 @pytest.mark.parametrize("direction", DIRECTIONS, ids=DIRECTION_IDS)
 @pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
-def test_opcheck_backward(case, direction, dtype):
-    args = layer_args(dtype=dtype, requires_grad=False, **case, **direction)
+def test_opcheck_backward(device, case, direction, dtype):
+    args = layer_args(dtype=dtype, device=device, requires_grad=False, **case, **direction)
     y, h_n, c_n, saved = OPS.lstm_layer_forward(*args, True)
     grads = [torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)]
     torch.library.opcheck(OPS.lstm_layer_backward, (*grads, *args, y, saved))

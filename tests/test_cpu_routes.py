@@ -1,8 +1,10 @@
 """The CPU kernels' switchable routes, each in a fresh process (the choice is made once per process).
 
-By default float32 GEMMs run on oneDNN's BRGEMM microkernel, and float64 and bfloat16 on
-our own tiles. The switches README names give the alternatives: the BLAS for every
-GEMM, and bfloat16 in float32. Each must pass the parity and bfloat16 suites.
+By default float32 GEMMs run on oneDNN's BRGEMM microkernel, float64 on our own tiles,
+and bfloat16 on the microkernel's AMX tiles where the CPU has them, else on our own
+tiles. The switches README names give the alternatives: the BLAS for every GEMM,
+bfloat16 in float32, and bfloat16 on our own tiles on an AMX CPU. Each must pass the
+parity, threaded-route and bfloat16 suites.
 (The lower instruction sets, AVX2-only and none, are run by .ci/lower_isa_tests.sh over
 the whole CPU suite.)
 """
@@ -24,11 +26,15 @@ TESTS = Path(__file__).parent
 ROUTES = {
     "blas": {"FUSED_LSTM_CPU_GEMM": "blas"},
     "bf16-in-float32": {"FUSED_LSTM_CPU_BF16": "0"},
+    # on CPUs with AMX, bfloat16 runs on AMX tiles by default; this is the other kernel
+    "bf16-own-tiles": {"FUSED_LSTM_CPU_AMX": "0"},
 }
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_parity_on_route(route):
+    if route == "bf16-own-tiles" and "AMX: yes" not in kernels_under():
+        pytest.skip("no AMX on this CPU: the default route is this one")
     env = dict(os.environ, **ROUTES[route])
     # the parity grid, the threaded routes at their hand-picked sizes, and bfloat16
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
@@ -85,3 +91,15 @@ def test_onednn_bf16_cap():
     assert got.startswith("AVX512;") and "bfloat16 GEMMs: in float32" in got, got
     got = kernels_under((("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"),))
     assert "bfloat16 GEMMs: own AVX512_BF16 tiles" in got, got
+
+
+def test_amx_route_and_its_caps():
+    """bfloat16 on AMX tiles where the CPU has them, unless a cap or the switch says no."""
+    if "AMX: yes" not in kernels_under() or not kernels_under().startswith("AVX512;"):
+        pytest.skip("this CPU has no AMX, or ATen does not run AVX-512 here")
+    amx = "bfloat16 GEMMs: oneDNN BRGEMM on AMX tiles"
+    assert amx in kernels_under()
+    assert amx in kernels_under((("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX"),))
+    for env in [("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"), ("FUSED_LSTM_CPU_AMX", "0")]:
+        got = kernels_under((env,))
+        assert "bfloat16 GEMMs: own AVX512_BF16 tiles" in got, (env, got)

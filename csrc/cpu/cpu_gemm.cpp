@@ -39,6 +39,7 @@ template <> FortranGemm<double> blas<double>() { return dgemm; }
 
 // Which kernel serves each dtype: decided once, in cpu_tuning.cpp.
 const bool use_brgemm = tuning().f32_gemm == GemmKernel::kBrgemm;
+const bool bf16_amx = tuning().bf16_amx;
 const GemmKernel f64_gemm = tuning().f64_gemm;
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
@@ -114,15 +115,6 @@ void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda
   }
 }
 
-template <typename In>
-void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* panels,
-                    Acc<In>* C, int64_t ldc, bool accumulate) {
-  // Each panel is an ordinary B of kPanelWidth columns with ldb = kPanelWidth.
-  const int64_t column = kColumnStride<In> * panel_rows<In>(K);  // elements per column
-  for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
-    gemm_nn<In>(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * column, kPanelWidth,
-                C + n0, ldc, accumulate);
-}
 
 template <>
 void gemm_nn<double>(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda,
@@ -149,11 +141,79 @@ void gemm_nn<double>(int64_t M, int64_t N, int64_t K, const double* A, int64_t l
   }
 }
 
+namespace {
+
+// bfloat16 on AMX tiles needs an even K: the microkernel reads A's rows in whole pairs,
+// and a lone last value would be paired with whatever follows the row. One-row products
+// keep our kernel (the tiles' M = 1 rate is no better).
+bool bf16_on_amx(int64_t M, int64_t K) { return bf16_amx && M > 1 && K % 2 == 0; }
+
+// C[M, N] (+)= A[M, K] @ B on oneDNN's BRGEMM microkernel with AMX tiles. B pair-packed
+// (gemm_kernels.h: ceil(K/2) rows of ldb words) is the microkernel's VNNI layout for
+// bfloat16. Leaves this thread's tile configuration set: callers end with release_amx().
+void gemm_bf16_amx(int64_t M, int64_t N, int64_t K, const c10::BFloat16* A, int64_t lda,
+                   const c10::BFloat16* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  const int64_t kb = std::min(K, Tuning::kAmxMaxK);  // even, as K is
+  const int64_t nb = M >= Tuning::kAmxWideRows ? Tuning::kAmxWideN : Tuning::kAmxN;
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    for (int64_t k0 = 0; k0 < K; k0 += kb) {
+      // rows k0.. of B are pair-row k0 / 2: (k0 / 2) * ldb words of two values each
+      at::native::cpublas::brgemm(M, std::min(nb, N - n0), std::min(kb, K - k0), lda, ldb, ldc,
+                                  accumulate || k0 > 0, A + k0, B + k0 * ldb + 2 * n0, C + n0,
+                                  /*is_vnni=*/true);
+    }
+  }
+}
+
+// dst[k, r] = src[r, k] for r < R, k < K (16-bit values), in 16 x 16 blocks.
+void transpose_bits(const uint16_t* src, int64_t lds, int64_t R, int64_t K, uint16_t* dst,
+                    int64_t ldd) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t r0 = 0; r0 < R; r0 += kBlock) {
+    const int64_t r1 = std::min(R, r0 + kBlock);
+    for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+      const int64_t k1 = std::min(K, k0 + kBlock);
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t r = r0; r < r1; ++r) dst[k * ldd + r] = src[r * lds + k];
+    }
+  }
+}
+
+// Hands the tiles back, and tells ATen so: oneDNN's own primitives (nn.LSTM, matmul) may
+// set another configuration on this thread before our next call.
+void release_amx() { at::native::cpublas::brgemm_release(/*is_vnni=*/true); }
+
+}  // namespace
+
 template <>
 void gemm_nn<c10::BFloat16>(int64_t M, int64_t N, int64_t K, const c10::BFloat16* A, int64_t lda,
                             const c10::BFloat16* B, int64_t ldb, float* C, int64_t ldc,
                             bool accumulate) {
+  if (M > 0 && N > 0 && bf16_on_amx(M, K)) {
+    gemm_bf16_amx(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    release_amx();
+    return;
+  }
   gemm_bf16(M, N, K, A, 2 * lda, 4, reinterpret_cast<const uint32_t*>(B), ldb, C, ldc, accumulate);
+}
+
+template <typename In>
+void gemm_nn_panels(int64_t M, int64_t N, int64_t K, const In* A, int64_t lda, const In* panels,
+                    Acc<In>* C, int64_t ldc, bool accumulate) {
+  // Each panel is an ordinary B of kPanelWidth columns with ldb = kPanelWidth.
+  const int64_t column = kColumnStride<In> * panel_rows<In>(K);  // elements per column
+  if constexpr (std::is_same_v<In, c10::BFloat16>) {
+    if (M > 0 && N > 0 && bf16_on_amx(M, K)) {  // one tile release for all the panels
+      for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
+        gemm_bf16_amx(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * column,
+                      kPanelWidth, C + n0, ldc, accumulate);
+      release_amx();
+      return;
+    }
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += kPanelWidth)
+    gemm_nn<In>(M, std::min(kPanelWidth, N - n0), K, A, lda, panels + n0 * column, kPanelWidth,
+                C + n0, ldc, accumulate);
 }
 
 template <typename In>
@@ -275,9 +335,29 @@ void gemm_tn<c10::BFloat16>(int64_t R, int64_t K, int64_t N, const c10::BFloat16
   // Rows in pairs, and no more than R (rounded up to a pair) as above.
   const int64_t rows =
       std::max<int64_t>(2, std::min(tn_panel_rows<c10::BFloat16>(), (R + 1) / 2 * 2));
-  std::vector<uint32_t> a_words(static_cast<size_t>(K * rows / 2));
   std::vector<uint32_t> b_words(static_cast<size_t>(N * rows / 2));
   if (R == 0 && !accumulate) zero_rows(C, ldc, K, N);
+  if (bf16_on_amx(K, rows)) {
+    // On AMX tiles the microkernel takes A^T plainly: a_t = A[r0:r1, :]^T, [K, rows],
+    // with a zero column after an odd last block (its pair in B is zero too).
+    std::vector<uint16_t> a_t(static_cast<size_t>(K * rows));
+    for (int64_t r0 = 0; r0 < R; r0 += rows) {
+      const int64_t rn = std::min(rows, R - r0);
+      const int64_t rn_pairs = (rn + 1) / 2 * 2;
+      transpose_bits(reinterpret_cast<const uint16_t*>(A + r0 * lda), lda, rn, K, a_t.data(),
+                     rows);
+      if (rn_pairs != rn)
+        for (int64_t k = 0; k < K; ++k) a_t[k * rows + rn] = 0;
+      pack_row_pairs(reinterpret_cast<const uint16_t*>(B + r0 * ldb), ldb, rn, N,
+                     b_words.data(), N);
+      gemm_bf16_amx(K, N, rn_pairs, reinterpret_cast<const c10::BFloat16*>(a_t.data()), rows,
+                    reinterpret_cast<const c10::BFloat16*>(b_words.data()), N, C, ldc,
+                    accumulate || r0 > 0);
+    }
+    release_amx();
+    return;
+  }
+  std::vector<uint32_t> a_words(static_cast<size_t>(K * rows / 2));
   for (int64_t r0 = 0; r0 < R; r0 += rows) {
     const int64_t rn = std::min(rows, R - r0);
     pack_row_pairs(reinterpret_cast<const uint16_t*>(A + r0 * lda), lda, rn, K, a_words.data(),

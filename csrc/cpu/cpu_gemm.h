@@ -14,8 +14,9 @@
 // single-threaded and JIT-built for each shape, it reaches several times the
 // rate of the BLAS at the skinny shapes of an LSTM step, and we do the
 // threading. double goes to our AVX-512 or AVX2 tiles (gemm_kernels.h), or to
-// the BLAS libtorch links (MKL's dgemm_) below AVX2. bfloat16 goes to our
-// AVX512_BF16 kernel (gemm_kernels.h); callers check
+// the BLAS libtorch links (MKL's dgemm_) below AVX2. bfloat16 goes to the
+// same microkernel on AMX tiles where the CPU has them (pair-packed B is its
+// VNNI layout), else to our AVX512_BF16 kernel (gemm_kernels.h); callers check
 // tuning().bf16_gemm first. Where the BLAS cannot take a shape,
 // at::mm on tensors wrapping the memory. One-row products (batch 1) go to the
 // GEMV of vector_kernels.h.

@@ -35,19 +35,21 @@ VectorIsa aten_isa() {
 struct OnednnCap {
   VectorIsa isa;
   bool bf16;  // AVX512_CORE_BF16 or above
+  bool amx;   // an AMX level (AVX512_CORE_AMX, AVX10_x_512_AMX...)
 };
 
 // What ONEDNN_MAX_CPU_ISA (or its older name DNNL_MAX_CPU_ISA) allows; no cap when unset.
 OnednnCap onednn_cap() {
   std::string v = env_upper("ONEDNN_MAX_CPU_ISA");
   if (v.empty()) v = env_upper("DNNL_MAX_CPU_ISA");
-  if (v.empty() || v == "ALL" || v == "DEFAULT") return {VectorIsa::kAvx512, true};
-  if (starts_with(v, "AVX10")) return {VectorIsa::kAvx512, true};
+  if (v.empty() || v == "ALL" || v == "DEFAULT") return {VectorIsa::kAvx512, true, true};
+  const bool amx = v.find("AMX") != std::string::npos;
+  if (starts_with(v, "AVX10")) return {VectorIsa::kAvx512, true, amx};
   if (starts_with(v, "AVX512")) {
-    return {VectorIsa::kAvx512, v != "AVX512_CORE" && v != "AVX512_CORE_VNNI"};
+    return {VectorIsa::kAvx512, v != "AVX512_CORE" && v != "AVX512_CORE_VNNI", amx};
   }
-  if (starts_with(v, "AVX2")) return {VectorIsa::kAvx2, false};
-  return {VectorIsa::kBaseline, false};  // SSE41, AVX
+  if (starts_with(v, "AVX2")) return {VectorIsa::kAvx2, false, false};
+  return {VectorIsa::kBaseline, false, false};  // SSE41, AVX
 }
 
 struct CpuidFlags {
@@ -83,6 +85,8 @@ Tuning choose() {
                : k.isa == VectorIsa::kAvx2   ? GemmKernel::kOwnAvx2
                                              : GemmKernel::kBlas;
   k.bf16_gemm = k.isa == VectorIsa::kAvx512 && cap.bf16 && cpu.avx512_bf16 && !bf16_off;
+  // AMX: several times the vdpbf16ps rate (benchmarks/NOTES.md, "bfloat16 on AMX tiles").
+  k.bf16_amx = k.bf16_gemm && cap.amx && cpu.amx_tile && env_upper("FUSED_LSTM_CPU_AMX") != "0";
   return k;
 }
 
@@ -114,7 +118,9 @@ std::string describe_cpu_kernels() {
   const Tuning& k = tuning();
   std::string s = std::string(isa_name(k.isa)) + "; float32 GEMMs: " + gemm_name(k.f32_gemm) +
                   "; float64 GEMMs: " + gemm_name(k.f64_gemm) + "; bfloat16 GEMMs: " +
-                  (k.bf16_gemm ? "own AVX512_BF16 tiles" : "in float32");
+                  (k.bf16_amx    ? "oneDNN BRGEMM on AMX tiles (one-row and odd-K products: own AVX512_BF16 tiles)"
+                   : k.bf16_gemm ? "own AVX512_BF16 tiles"
+                                 : "in float32");
   s += std::string("; CPU has AVX512_BF16: ") + (k.cpu_has_avx512_bf16 ? "yes" : "no") +
        ", AMX: " + (k.cpu_has_amx ? "yes" : "no");
   return s;

@@ -1,4 +1,6 @@
-// Every threshold of the CPU kernels and every environment switch, in one place.
+// Every threshold of the CPU routes and every environment switch, in one place (the
+// shapes of the data layouts live with them: kGateChunk and kPanelWidth in gate_layout.h,
+// the register tiles' kStepBlock in gemm_kernels_avx512.cpp / gemm_kernels_avx2.cpp).
 //
 // The constants are compile-time, each named as in benchmarks/NOTES.md ("CPU tuning
 // constants"), where the measurements that set it are. The run-time part (instruction
@@ -12,9 +14,10 @@
 // So the two environment variables run the whole process (nn.LSTM, ATen and these kernels)
 // as on a CPU of that level: an AVX-512 machine runs the test suite as an AVX2-only one.
 //
-// Two switches pick a kernel family for comparison:
+// Three switches pick a kernel family for comparison:
 //   FUSED_LSTM_CPU_GEMM=blas  every float32 and float64 GEMM through the BLAS libtorch links;
-//   FUSED_LSTM_CPU_BF16=0     bfloat16 layers in float32 instead of on AVX512_BF16.
+//   FUSED_LSTM_CPU_BF16=0     bfloat16 layers in float32 instead of on AVX512_BF16;
+//   FUSED_LSTM_CPU_AMX=0      bfloat16 GEMMs on our AVX512_BF16 tiles instead of AMX tiles.
 //
 // Which of these a call uses is decided from its sizes in cpu_plan.cpp.
 #pragma once
@@ -41,8 +44,12 @@ struct Tuning {
   bool bf16_gemm;           // bfloat16 GEMMs multiply bfloat16 operands on vdpbf16ps (ISA
                             // AVX-512 with AVX512_BF16 allowed); otherwise bfloat16 layers
                             // run in float32
+  bool bf16_amx;            // with bf16_gemm: bfloat16 GEMMs run on oneDNN's BRGEMM
+                            // microkernel with AMX tiles (CPU has AMX, ONEDNN_MAX_CPU_ISA
+                            // allows it); one-row and odd-K products stay on our
+                            // AVX512_BF16 tiles
   bool cpu_has_avx512_bf16; // what the CPU itself offers, whatever the caps say
-  bool cpu_has_amx;         // AMX tiles (reported; no kernel uses them)
+  bool cpu_has_amx;         // AMX tiles
 
   // ---- the layer's routes (cpu_plan.cpp) ----
   // Batch rows from which the input projection runs step by step inside the time loop
@@ -80,6 +87,12 @@ struct Tuning {
   // Rows of A per TN GEMM call: float32 (BRGEMM) and the other types (our tiles).
   static constexpr int64_t kTnPanelRowsFloat = 512;
   static constexpr int64_t kTnPanelRowsOther = 256;
+  // bfloat16 on AMX tiles: the reduction is cut at kAmxMaxK, and the columns into blocks
+  // of kAmxN, or kAmxWideN from kAmxWideRows rows of A on.
+  static constexpr int64_t kAmxMaxK = 1024;
+  static constexpr int64_t kAmxN = 128;
+  static constexpr int64_t kAmxWideN = 512;
+  static constexpr int64_t kAmxWideRows = 256;
   // Weight transposes shared out to the threads from this many elements.
   static constexpr int64_t kMinParallelTransposeElements = 32 * 1024;
 };

@@ -5,7 +5,7 @@
 // chunks of kGateChunk, and each chunk's i, f, g, o columns sit side by side
 // ([i_c | f_c | g_c | o_c] for chunk c, each as wide as the chunk). A thread
 // that owns a run of chunks then computes its gate columns with one GEMM and
-// runs the cell update for exactly those units (see lstm_time_loop.cpp).
+// runs the cell update for exactly those units (see forward_loop.cpp).
 // nn.LSTM's natural order is [i; f; g; o], each H wide.
 #pragma once
 

@@ -1,6 +1,7 @@
 // CPU binding of the fused_lstm ops: turns tensors into the forward time loop
-// and the backward of lstm_time_loop.cpp, with the forward's whole-sequence
-// input GEMM and the weight layouts around them.
+// (forward_loop.cpp) and the backward (backward_loop.cpp), both declared in
+// lstm_time_loop.h, with the forward's whole-sequence input GEMM and the weight
+// layouts around them.
 //
 // float16 inputs run in float32 (gates, cells and accumulation) and are
 // rounded back to float16 on the way out. bfloat16 inputs do the same where the

@@ -37,7 +37,7 @@ defaults differ, cuDNN allowing TF32 and matmul not).
 repetition, machine info and the exact command line), ``.md`` (the table) and, when
 matplotlib can be imported, ``.png`` (a bar chart of the ratios). The device name is
 the GPU name on CUDA, and on CPU the CPU model with the vector ISA the kernels ran
-(``AVX512+AVX512_BF16``, ``AVX2``, ...; ``(capped)`` when ``ATEN_CPU_CAPABILITY`` or
+(``AVX512+AMX``, ``AVX512+AVX512_BF16``, ``AVX2``, ...; ``(capped)`` when ``ATEN_CPU_CAPABILITY`` or
 ``ONEDNN_MAX_CPU_ISA`` lowered it); runs with ``--tf32 on`` add ``-tf32``.
 """
 

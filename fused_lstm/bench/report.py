@@ -49,11 +49,13 @@ def cpu_isa() -> dict:
 
 
 def cpu_isa_label(isa: dict) -> str:
-    """Short name of the instruction sets a CPU run used: 'AVX512+AVX512_BF16', 'AVX2', and
+    """Short name of the instruction sets a CPU run used: 'AVX512+AMX', 'AVX512+AVX512_BF16', 'AVX2', and
     ' (capped)' when an environment variable lowered it below what the CPU has."""
     kernels = isa.get("kernels") or ""
     label = kernels.split(";")[0] if kernels else isa.get("aten", "?")
-    if "bfloat16 GEMMs: own AVX512_BF16" in kernels:
+    if "bfloat16 GEMMs: oneDNN BRGEMM on AMX" in kernels:
+        label += "+AMX"
+    elif "bfloat16 GEMMs: own AVX512_BF16" in kernels:
         label += "+AVX512_BF16"
     if isa.get("ATEN_CPU_CAPABILITY") or isa.get("ONEDNN_MAX_CPU_ISA"):
         label += " (capped)"

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import segments
 from . import onnx_export
 from .ops import lstm_layer
 
@@ -277,12 +278,37 @@ class FusedLSTM(nn.Module):
 
     # ---- forward ----
 
-    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None, **options):
+        """nn.LSTM's forward, and two keyword-only options for padded input (README, API):
+
+        lengths: one per sequence, 0 to T (a 1-D integer tensor or a list of ints): outputs
+            past a sequence's length are zero, h_n/c_n are its state after its last step
+            (its initial state for length 0), the reverse direction starts at its last step.
+        reset: a mask [T, B] ([B, T] with batch_first; [T] for unbatched input), bool or
+            0/1: (h, c) of every layer are zeroed before each step where it is set.
+
+        (They arrive through **options rather than as named keyword-only parameters:
+        torch.onnx's TorchScript exporter passes every defaulted parameter of forward
+        positionally.)
+        """
         if isinstance(input, torch.fx.Proxy):
-            return self._fx_leaf_call(input, hx)
+            return self._fx_leaf_call(input, hx, options)
+        lengths = options.pop("lengths", None)
+        reset = options.pop("reset", None)
+        if options:
+            raise TypeError(f"FusedLSTM.forward() got an unexpected keyword argument "
+                            f"'{next(iter(options))}'")
         if onnx_export.in_onnx_export():  # ONNX's LSTM op instead of the fused ops
+            if lengths is not None or reset is not None:
+                raise NotImplementedError(
+                    "FusedLSTM: ONNX export of a call with lengths= or reset= is not "
+                    "supported yet (the ONNX LSTM op has no resets, and its sequence_lens "
+                    "mapping is not written)")
             return onnx_export.forward(self, input, hx)
         packed = isinstance(input, PackedSequence)
+        if packed and (lengths is not None or reset is not None):
+            raise ValueError("lengths= and reset= are for padded input; a PackedSequence "
+                             "holds its own lengths")
         if packed:
             x, batch_sizes, sorted_indices, unsorted_indices = input
             batch = int(batch_sizes[0]) if batch_sizes.numel() else 0
@@ -292,8 +318,13 @@ class FusedLSTM(nn.Module):
             if x.dim() not in (2, 3):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.dim()}D instead")
             is_batched = x.dim() == 3
+            if lengths is not None and not is_batched:
+                raise ValueError("lengths= needs batched input (T, B, I), or (B, T, I) with "
+                                 f"batch_first; got a {x.dim()}-D input")
             if not is_batched:
                 x = x.unsqueeze(0 if self.batch_first else 1)
+                if reset is not None and isinstance(reset, Tensor) and reset.dim() == 1:
+                    reset = reset.unsqueeze(0 if self.batch_first else 1)
             batch = x.size(0) if self.batch_first else x.size(1)
         weights = self._current_weights()
         self._check_input(x, batch_sizes, weights[0][0])
@@ -328,7 +359,15 @@ class FusedLSTM(nn.Module):
             if self.batch_first:
                 x = x.transpose(0, 1)
 
-        y, h_n, c_n = self._run_layers(x, batch_sizes, hx, batch, weights)
+        if lengths is not None or reset is not None:
+            steps = x.size(0)
+            y, h_n, c_n = self._run_segments(
+                x, None if lengths is None else segments.check_lengths(lengths, steps, batch),
+                None if reset is None else segments.check_reset(reset, steps, batch,
+                                                                 self.batch_first),
+                hx, weights)
+        else:
+            y, h_n, c_n = self._run_layers(x, batch_sizes, hx, batch, weights)
 
         if packed:
             out = PackedSequence(y, batch_sizes, sorted_indices, unsorted_indices)
@@ -343,7 +382,7 @@ class FusedLSTM(nn.Module):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return y, (h_n, c_n)
 
-    def _fx_leaf_call(self, input: "torch.fx.Proxy", hx):
+    def _fx_leaf_call(self, input: "torch.fx.Proxy", hx, options):
         """Under torch.fx.symbolic_trace: one call_module node for this module, as the
         tracer makes for nn.LSTM (a leaf there, being in torch.nn), instead of tracing
         into forward, whose checks branch on the input's shape."""
@@ -359,7 +398,8 @@ class FusedLSTM(nn.Module):
                 "the traced root (nor can nn.LSTM). Wrap it in a module, or use torch.export "
                 "or torch.compile")
         args = (input,) if hx is None else (input, hx)
-        return tracer.create_proxy("call_module", path, args, {})
+        kwargs = dict(options) if isinstance(options, dict) else {}
+        return tracer.create_proxy("call_module", path, args, kwargs)
 
     def _autocast_dtypes(self, x: Tensor, batch_sizes: Optional[Tensor]):
         """Under autocast: (dtype to run in, dtype of output and h_n, dtype of c_n), else None.
@@ -401,6 +441,29 @@ class FusedLSTM(nn.Module):
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
         return (x.new_zeros((directions, batch, real_hidden)),
                 x.new_zeros((directions, batch, self.hidden_size)))
+
+    def _run_segments(self, x: Tensor, lengths: Optional[List[int]], reset: Optional[Tensor],
+                      hx: Optional[Tuple[Tensor, Tensor]], weights: List[List[Tensor]]):
+        """All layers over a padded x: [T, B, I] cut into independent segments by checked
+        lengths and a bool reset mask [T, B] (fused_lstm/segments.py), as one packed batch;
+        y: [T, B, D*Hout], zero past each length."""
+        steps, batch = x.size(0), x.size(1)
+        lay = segments.layout(steps, batch, lengths, reset, x.device)
+        state_rows = self.num_layers * (2 if self.bidirectional else 1)
+        autocast = self._autocast_dtypes(x, lay.batch_sizes)
+        y_dtype, c_dtype = (x.dtype, x.dtype) if autocast is None else autocast[1:]
+        if hx is None:
+            hx = (x.new_zeros((state_rows, batch, self.proj_size or self.hidden_size)),
+                  x.new_zeros((state_rows, batch, self.hidden_size)))
+        if lay.segments == 0:  # every sequence empty: no step to run
+            out_size = (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
+            return (x.new_zeros((steps, batch, out_size), dtype=y_dtype), hx[0].to(y_dtype),
+                    hx[1].to(c_dtype))
+        live_hx = (segments.initial_states(hx[0], lay), segments.initial_states(hx[1], lay))
+        y, h, c = self._run_layers(segments.pack_rows(x, lay), lay.batch_sizes, live_hx,
+                                   lay.segments, weights)
+        return (segments.pad_rows(y, lay, steps, batch), segments.final_states(h, hx[0], lay),
+                segments.final_states(c, hx[1], lay))
 
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
                     hx: Optional[Tuple[Tensor, Tensor]], batch: int,

@@ -1,0 +1,176 @@
+"""`lengths=` and `reset=` against the other ways users run such batches today.
+
+    python -m fused_lstm.bench.segments [--device cpu] [--reps 20] [--threads N]
+
+Table 1, padded batches with lengths (drawn uniformly from [T/4, T], fixed seed); each
+way timed interleaved in one process, medians:
+  lengths=        FusedLSTM(x, lengths=lengths)
+  packed          FusedLSTM on a PackedSequence made beforehand (the packed path alone)
+  pack+pad        pack_padded_sequence, FusedLSTM, pad_packed_sequence (what users write)
+  nn.LSTM padded  nn.LSTM over all T steps of the padded batch (the usual shortcut)
+  nn.LSTM pack+pad
+Table 2, a PPO-style rollout with episode ends (reset at each step and environment
+with probability 1/50): one call with reset=, against the step-at-a-time loops RL code
+writes (nn.LSTM, or FusedLSTM, called with T = 1 and the state multiplied by 1 - done).
+Inference (no_grad) and training (forward + backward of the outputs and h_n, c_n).
+"""
+
+import argparse
+from typing import Dict, List
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .. import FusedLSTM
+from .report import machine_info
+from .timing import summarize, time_interleaved
+
+# (name, T, B, I, H, layers, bidirectional)
+SHAPES = [
+    ("sentiment", 50, 30, 100, 256, 2, True),
+    ("long-seq", 500, 16, 64, 128, 1, False),
+    ("speech", 200, 32, 80, 256, 1, True),
+]
+WAYS = ["lengths=", "packed", "pack+pad", "nn.LSTM padded", "nn.LSTM pack+pad"]
+# (name, T, B, I, H)
+ROLLOUTS = [("ppo", 128, 16, 256, 256), ("ppo-atari", 128, 8, 512, 128)]
+RESET_WAYS = ["reset=", "nn.LSTM step loop", "FusedLSTM step loop"]
+
+
+def _rollout_steps(shape, device, mode: str) -> Dict[str, callable]:
+    name, T, B, I, H = shape
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ref = nn.LSTM(I, H).to(device)
+    fused = FusedLSTM.from_lstm(ref)
+    x = torch.randn(T, B, I, generator=gen).to(device).requires_grad_(mode == "training")
+    done = (torch.rand(T, B, generator=gen) < 1 / 50).to(device)
+    h0 = torch.randn(1, B, H, generator=gen).to(device)
+    c0 = torch.randn(1, B, H, generator=gen).to(device)
+
+    def one_call(module):
+        return module(x, (h0, c0), reset=done)
+
+    def step_loop(module):
+        h, c = h0, c0
+        ys = []
+        for t in range(T):
+            keep = (1.0 - done[t].float()).view(1, -1, 1)
+            y, (h, c) = module(x[t:t + 1], (h * keep, c * keep))
+            ys.append(y)
+        return torch.cat(ys), (h, c)
+
+    def make(fn):
+        if mode == "inference":
+            def step():
+                with torch.no_grad():
+                    fn()
+        else:
+            def step():
+                y, (h, c) = fn()
+                (y.sum() + h.sum() + c.sum()).backward()
+        return step
+
+    return {"reset=": make(lambda: one_call(fused)),
+            "nn.LSTM step loop": make(lambda: step_loop(ref)),
+            "FusedLSTM step loop": make(lambda: step_loop(fused))}
+
+
+def _steps(shape, device, mode: str) -> Dict[str, callable]:
+    name, T, B, I, H, layers, bidir = shape
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidir).to(device)
+    fused = FusedLSTM.from_lstm(ref)
+    x = torch.randn(T, B, I, generator=gen).to(device).requires_grad_(mode == "training")
+    lengths = torch.randint(T // 4, T + 1, (B,), generator=gen)
+    lengths[0] = T
+    packed = pack_padded_sequence(x.detach(), lengths, enforce_sorted=False)
+    packed = packed._replace(data=packed.data.requires_grad_(mode == "training"))
+
+    def run(module, way):
+        if way == "lengths=":
+            y, (h, c) = module(x, lengths=lengths)
+        elif way == "packed":
+            y, (h, c) = module(packed)
+            y = y.data
+        elif way == "nn.LSTM padded":
+            y, (h, c) = module(x)
+        else:  # pack+pad
+            y, (h, c) = module(pack_padded_sequence(x, lengths, enforce_sorted=False))
+            y, _ = pad_packed_sequence(y, total_length=T)
+        return y, h, c
+
+    def make(module, way):
+        if mode == "inference":
+            def step():
+                with torch.no_grad():
+                    run(module, way)
+        else:
+            def step():
+                y, h, c = run(module, way)
+                (y.sum() + h.sum() + c.sum()).backward()
+        return step
+
+    return {
+        "lengths=": make(fused, "lengths="),
+        "packed": make(fused, "packed"),
+        "pack+pad": make(fused, "pack+pad"),
+        "nn.LSTM padded": make(ref, "nn.LSTM padded"),
+        "nn.LSTM pack+pad": make(ref, "pack+pad"),
+    }
+
+
+def main(argv: List[str] = None) -> List[dict]:
+    parser = argparse.ArgumentParser(prog="python -m fused_lstm.bench.segments",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine_info(torch.device(args.device), ["python", "-m", "fused_lstm.bench.segments"] + list(argv or []))
+    print(f"# lengths= and reset= on {info.get('device_name')} ({(info.get('cpu_isa') or {}).get('kernels', '')})")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, reps {args.reps}, "
+          "medians in ms; ratios: time of the way / time of lengths=\n")
+    print("| shape | mode | " + " | ".join(WAYS) + " |")
+    print("|---|---|" + "---|" * len(WAYS))
+    rows = []
+    for shape in SHAPES:
+        for mode in ("inference", "training"):
+            steps = _steps(shape, args.device, mode)
+            times = time_interleaved([steps[w] for w in WAYS], args.reps, args.warmup,
+                                     args.device)
+            med = {w: summarize(t)["median_s"] * 1e3 for w, t in zip(WAYS, times)}
+            base = med["lengths="]
+            cells = [f"{med[w]:.3g}" + ("" if w == "lengths=" else f" ({med[w] / base:.2f}x)")
+                     for w in WAYS]
+            _, T, B, I, H, layers, bidir = shape
+            label = f"{shape[0]} T={T} B={B} I={I} H={H}" + (f" L={layers}" if layers > 1 else "") + (
+                " bidir" if bidir else "")
+            print(f"| {label} | {mode} | " + " | ".join(cells) + " |")
+            rows.append(dict(shape=shape[0], mode=mode, ms=med))
+    print("\n| rollout | mode | " + " | ".join(RESET_WAYS) + " |")
+    print("|---|---|" + "---|" * len(RESET_WAYS))
+    for shape in ROLLOUTS:
+        for mode in ("inference", "training"):
+            steps = _rollout_steps(shape, args.device, mode)
+            times = time_interleaved([steps[w] for w in RESET_WAYS], args.reps, args.warmup,
+                                     args.device)
+            med = {w: summarize(t)["median_s"] * 1e3 for w, t in zip(RESET_WAYS, times)}
+            base = med["reset="]
+            cells = [f"{med[w]:.3g}" + ("" if w == "reset=" else f" ({med[w] / base:.2f}x)")
+                     for w in RESET_WAYS]
+            name, T, B, I, H = shape
+            print(f"| {name} T={T} B={B} I={I} H={H} | {mode} | " + " | ".join(cells) + " |")
+            rows.append(dict(shape=name, mode=mode, ms=med))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

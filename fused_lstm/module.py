@@ -38,7 +38,21 @@ class FusedLSTM(nn.Module):
         proj_size: int = 0,
         device=None,
         dtype=None,
+        *,
+        forget_bias: float = 0.0,
+        chrono_init: Optional[float] = None,
     ) -> None:
+        """nn.LSTM's arguments, then two keyword-only initialisation options, both off by
+        default (with them off, the same draws and values as nn.LSTM's initialisation):
+
+        forget_bias: b, added to every layer direction's bias_ih forget slice [H:2H] after
+            the default initialisation (b = 1 is Keras's unit_forget_bias, Jozefowicz et
+            al. 2015). Needs bias=True.
+        chrono_init: T_max > 2, chrono initialisation (Tallec & Ollivier 2018): per layer
+            direction, u ~ Uniform(1, T_max - 1) for each hidden unit, bias_ih forget slice
+            = log(u), input slice [0:H] = -log(u), bias_hh[0:2H] = 0. Needs bias=True; not
+            with forget_bias, as it sets the forget bias itself.
+        """
         super().__init__()
         if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
                 or isinstance(dropout, bool)):
@@ -66,6 +80,7 @@ class FusedLSTM(nn.Module):
                              "projections")
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
+        forget_bias, chrono_init = self._checked_init_options(forget_bias, chrono_init, bias)
 
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -75,6 +90,8 @@ class FusedLSTM(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.proj_size = proj_size
+        self.forget_bias = forget_bias
+        self.chrono_init = chrono_init
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
         real_hidden = proj_size if proj_size > 0 else hidden_size
@@ -99,16 +116,66 @@ class FusedLSTM(nn.Module):
         self._flat_weights_names: List[str] = [n for names in self._all_weights for n in names]
         self.reset_parameters()
 
+    @staticmethod
+    def _checked_init_options(forget_bias, chrono_init,
+                              bias: bool) -> Tuple[float, Optional[float]]:
+        """(forget_bias, chrono_init) as floats, or the exception for a bad one; messages
+        give the value as it was passed."""
+        for name, value in (("forget_bias", forget_bias), ("chrono_init", chrono_init)):
+            if value is None and name == "chrono_init":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} should be a real number"
+                                f"{' or None' if name == 'chrono_init' else ''}, "
+                                f"got {value!r} of type {type(value).__name__}")
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias should be a finite real number, got {forget_bias!r}")
+        if chrono_init is not None and not 2 < chrono_init < math.inf:
+            raise ValueError("chrono_init is T_max, the longest time dependency expected, and "
+                             "should be a finite real number greater than 2 (u is drawn from "
+                             f"Uniform(1, T_max - 1)), got {chrono_init!r}")
+        if forget_bias != 0 and chrono_init is not None:
+            raise ValueError(
+                f"forget_bias={forget_bias!r} and chrono_init={chrono_init!r} cannot be combined: "
+                "chrono initialisation sets the forget gate's bias itself (log u); give one")
+        if not bias:
+            if forget_bias != 0:
+                raise ValueError(f"forget_bias={forget_bias!r} needs bias=True (it is added to "
+                                 "the forget gate's bias), got bias=False")
+            if chrono_init is not None:
+                raise ValueError(f"chrono_init={chrono_init!r} needs bias=True (it sets the "
+                                 "input and forget gates' biases), got bias=False")
+        return float(forget_bias), None if chrono_init is None else float(chrono_init)
+
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
         if "_flat_weights_names" not in self.__dict__:  # pickled by an older fused_lstm
             self.mode = "LSTM"
             self._flat_weights_names = [n for names in self._all_weights for n in names]
+        # pickled before the initialisation options: they were off
+        self.__dict__.setdefault("forget_bias", 0.0)
+        self.__dict__.setdefault("chrono_init", None)
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
+        # The initialisation options, after (and on top of) nn.LSTM's: with them off, nothing
+        # more is drawn or changed. Gate order i, f, g, o, H rows each.
+        if not self.bias or (self.forget_bias == 0 and self.chrono_init is None):
+            return
+        H = self.hidden_size
+        with torch.no_grad():
+            for names in self._all_weights:
+                b_ih = getattr(self, next(n for n in names if n.startswith("bias_ih")))
+                b_hh = getattr(self, next(n for n in names if n.startswith("bias_hh")))
+                if self.chrono_init is not None:
+                    log_u = b_ih.new_empty(H).uniform_(1.0, self.chrono_init - 1.0).log_()
+                    b_ih[H:2 * H] = log_u
+                    b_ih[0:H] = -log_u
+                    b_hh[0:2 * H] = 0
+                else:
+                    b_ih[H:2 * H] += self.forget_bias
 
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
@@ -154,6 +221,10 @@ class FusedLSTM(nn.Module):
             s += ", dropout={dropout}"
         if self.bidirectional is not False:
             s += ", bidirectional={bidirectional}"
+        if self.forget_bias != 0:
+            s += ", forget_bias={forget_bias}"
+        if self.chrono_init is not None:
+            s += ", chrono_init={chrono_init}"
         return s.format(**self.__dict__)
 
     @classmethod

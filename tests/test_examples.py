@@ -90,3 +90,58 @@ def test_sentiment(examples_path, extras, tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     assert len(result["history"]) == 1 and 0 <= result["accuracy"] <= 1
     check_plot(result, out, extras)
+
+
+def test_episodic_memory(examples_path, extras, tmp_path, capsys):
+    import episodic_memory
+
+    out = tmp_path / "out"
+    result = episodic_memory.main(["--updates", "3", "--chunk", "12", "--batch", "4",
+                                   "--hidden", "8", "--test-batch", "4", "--test-length", "40",
+                                   "--eval-every", "2", "--timing-reps", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "held-out accuracy with resets:" in printed and "step-at-a-time loop" in printed
+    for name in ("with resets", "without resets"):
+        run = result[name]
+        assert len(run["losses"]) == 3 and [s for s, _ in run["curve"]] == [0, 2, 3]
+        assert 0 <= run["accuracy"] <= 1
+    # the one call and the step-at-a-time loop compute the same loss and gradients
+    timing = result["timing"]
+    assert timing["one call"] > 0 and timing["step loop"] > 0 and timing["difference"] < 1e-5
+    check_plot(result, out, extras)
+
+
+def test_episodic_memory_streams(examples_path):
+    from episodic_memory import make_streams
+
+    cues, noise = 3, 2
+    x, reset, y = make_streams(6, 300, cues, 2, 7, noise, 0.3, torch.Generator().manual_seed(0))
+    assert x.shape == (300, 6, cues + noise) and reset.shape == y.shape == (300, 6)
+    assert reset.dtype == torch.bool and y.dtype == torch.int64
+    assert reset[0].all()  # every stream starts with an episode
+    cue = x[..., :cues]
+    assert (cue[~reset] == 0).all()  # the cue shows at an episode's first step only
+    assert (x[..., cues:].std() - 1).abs() < 0.1  # noise channels at every step
+    blank_episodes = cued_episodes = 0
+    for b in range(6):
+        starts = reset[:, b].nonzero().flatten().tolist()
+        gaps = [e - s for s, e in zip(starts, starts[1:])]
+        assert all(2 <= g <= 7 for g in gaps) and 300 - starts[-1] <= 7
+        current = None
+        for t in range(300):
+            if reset[t, b]:  # a new episode: one-hot cue, or nothing shown (answer `cues`)
+                shown = cue[t, b]
+                assert sorted(shown.tolist()) in ([0.0] * cues, [0.0] * (cues - 1) + [1.0])
+                current = int(shown.argmax()) if shown.any() else cues
+                blank_episodes += current == cues
+                cued_episodes += current != cues
+            assert y[t, b] == current  # the answer is the cue of the current episode
+    assert blank_episodes > 0.15 * (blank_episodes + cued_episodes)
+    assert cued_episodes > 0.55 * (blank_episodes + cued_episodes)
+
+    # fixed-length episodes: resets exactly every 4 steps; no blank episodes when blank=0
+    x, reset, y = make_streams(3, 20, cues, 4, 4, noise, 0.0, torch.Generator().manual_seed(1))
+    expected = (torch.arange(20) % 4 == 0).unsqueeze(1).expand(20, 3)
+    assert torch.equal(reset, expected)
+    assert (x[reset][:, :cues].sum(-1) == 1).all() and (y < cues).all()
+    assert torch.equal(y, y[::4].repeat_interleave(4, dim=0))

@@ -41,6 +41,7 @@ class FusedLSTM(nn.Module):
         *,
         forget_bias: float = 0.0,
         chrono_init: Optional[float] = None,
+        weight_drop: float = 0.0,
     ) -> None:
         """nn.LSTM's arguments, then two keyword-only initialisation options, both off by
         default (with them off, the same draws and values as nn.LSTM's initialisation):
@@ -52,8 +53,24 @@ class FusedLSTM(nn.Module):
             direction, u ~ Uniform(1, T_max - 1) for each hidden unit, bias_ih forget slice
             = log(u), input slice [0:H] = -log(u), bias_hh[0:2H] = 0. Needs bias=True; not
             with forget_bias, as it sets the forget bias itself.
+
+        and one keyword-only regularisation option, off by default:
+
+        weight_drop: p in [0, 1), DropConnect on the recurrent weights as in AWD-LSTM
+            (Merity et al. 2017): in training mode every forward call runs each layer
+            direction with F.dropout(weight_hh, p, training=True) in place of weight_hh
+            (zeroed with probability p, the rest scaled by 1 / (1 - p)); the parameters
+            stay as they are, and get their gradients through the mask. Eval mode, and
+            p = 0, use the weights as they are (p = 0 draws nothing).
         """
         super().__init__()
+        if isinstance(weight_drop, bool) or not isinstance(weight_drop, numbers.Real):
+            raise TypeError(f"weight_drop should be a real number in [0, 1), got "
+                            f"{weight_drop!r} of type {type(weight_drop).__name__}")
+        if not 0 <= weight_drop < 1:
+            raise ValueError("weight_drop is the probability of zeroing each element of the "
+                             "recurrent weights weight_hh_l{k} in training mode and should be "
+                             f"in [0, 1), got {weight_drop!r}")
         if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
                 or isinstance(dropout, bool)):
             raise ValueError("dropout should be a number in range [0, 1] representing the "
@@ -92,6 +109,7 @@ class FusedLSTM(nn.Module):
         self.proj_size = proj_size
         self.forget_bias = forget_bias
         self.chrono_init = chrono_init
+        self.weight_drop = float(weight_drop)
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
         real_hidden = proj_size if proj_size > 0 else hidden_size
@@ -155,6 +173,7 @@ class FusedLSTM(nn.Module):
         # pickled before the initialisation options: they were off
         self.__dict__.setdefault("forget_bias", 0.0)
         self.__dict__.setdefault("chrono_init", None)
+        self.__dict__.setdefault("weight_drop", 0.0)  # pickled before weight_drop: off
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
@@ -225,6 +244,8 @@ class FusedLSTM(nn.Module):
             s += ", forget_bias={forget_bias}"
         if self.chrono_init is not None:
             s += ", chrono_init={chrono_init}"
+        if self.weight_drop != 0:
+            s += ", weight_drop={weight_drop}"
         return s.format(**self.__dict__)
 
     @classmethod
@@ -241,6 +262,19 @@ class FusedLSTM(nn.Module):
     def to_lstm(self) -> nn.LSTM:
         """An nn.LSTM with this configuration that shares this module's parameters (the same
         Parameter objects: training either trains both)."""
+        if self.weight_drop > 0:
+            raise RuntimeError(
+                f"FusedLSTM.to_lstm: this module has weight_drop={self.weight_drop} (DropConnect "
+                "on weight_hh in training mode), and nn.LSTM has no weight drop. This raises "
+                "rather than warns because the nn.LSTM shares these parameters to be trained "
+                "or deployed in their place: trained, it would silently train without the "
+                "regularisation. For inference, where weight drop changes nothing, set "
+                "weight_drop = 0.0 on the module (or on a copy of it) first")
+        return self._shared_lstm()
+
+    def _shared_lstm(self) -> nn.LSTM:
+        """to_lstm's nn.LSTM, without the weight_drop check: for inference-only uses
+        (ONNX export in eval mode, dynamic quantization), where weight drop does nothing."""
         weights = self._current_weights()
         names = [n for ns in self._all_weights for n in ns]
         if any(not isinstance(w, nn.Parameter) or self._parameters.get(n) is not w
@@ -265,6 +299,13 @@ class FusedLSTM(nn.Module):
         # autograd and fallback logic), so it compiles the nn.LSTM FusedLSTM is equivalent
         # to, sharing the parameters: same numbers, and a scripted model that needs no
         # fused_lstm to run, but nn.LSTM's kernels.
+        if self.weight_drop > 0:
+            raise RuntimeError(
+                f"torch.jit.script: FusedLSTM with weight_drop={self.weight_drop} cannot be "
+                "scripted: script compiles the equivalent nn.LSTM, which has no weight drop, "
+                "so the scripted model would silently lose it in training mode. Use "
+                "torch.compile or torch.export; or, for an inference-only model, set "
+                "weight_drop = 0.0 (it does nothing in eval mode) before scripting")
         warnings.warn(
             "torch.jit.script: FusedLSTM is scripted as the equivalent nn.LSTM (same "
             "parameters and results, nn.LSTM's kernels). To keep FusedLSTM's kernels in a "
@@ -542,6 +583,14 @@ class FusedLSTM(nn.Module):
         """All layers and directions. x: [T, B, I] or packed [N, I]; weights: per layer
         direction, in _all_weights order."""
         directions = 2 if self.bidirectional else 1
+        if self.weight_drop > 0 and self.training:
+            # Weight drop: each layer direction's weight_hh (index 1 of its weights) replaced
+            # for this call by a dropped copy, the masks drawn here, from the default
+            # generator of the weights' device, in parameter order (l0, l0_reverse, l1, ...)
+            # and before any dropout between layers. Autograd takes gradients back through
+            # the mask to whatever _current_weights() gave (a parameter, a parametrization).
+            weights = [[F.dropout(w, self.weight_drop, training=True) if k == 1 else w
+                        for k, w in enumerate(ws)] for ws in weights]
         dtype = x.dtype
         autocast = self._autocast_dtypes(x, batch_sizes)
         if autocast is not None:

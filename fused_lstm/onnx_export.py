@@ -19,8 +19,8 @@ ONNX form is built from ONNX's own LSTM:
 - The TorchScript exporter (dynamo=False) traces the equivalent nn.LSTM, sharing the
   parameters, so it exports as nn.LSTM does (aten::lstm, which that exporter maps to LSTM).
 
-What cannot be exported raises OnnxExportError saying why: dropout between layers in training
-mode, bfloat16 (not a type of ONNX's LSTM before opset 22), autocast (`_refuse`); with
+What cannot be exported raises OnnxExportError saying why: dropout between layers or weight drop
+in training mode, bfloat16 (not a type of ONNX's LSTM before opset 22), autocast (`_refuse`); with
 dynamo=True, a PackedSequence made by pack_padded_sequence inside the model (torch.export
 cannot trace that op); with dynamo=False, proj_size > 0 (that exporter refuses it).
 """
@@ -87,6 +87,11 @@ def _refuse(module, input) -> None:
             f"{what} in training mode with dropout={module.dropout}: ONNX's LSTM has no "
             "dropout between layers, and the exported model would not drop. Export is for "
             "inference: call model.eval() first")
+    if module.training and getattr(module, "weight_drop", 0) > 0:
+        raise OnnxExportError(
+            f"{what} in training mode with weight_drop={module.weight_drop}: ONNX's LSTM has "
+            "no weight drop, and the exported model would not drop. Export is for inference, "
+            "where weight drop does nothing: call model.eval() first")
     x = input.data if isinstance(input, PackedSequence) else input
     if torch.is_autocast_enabled(x.device.type):
         raise OnnxExportError(
@@ -111,7 +116,8 @@ def _torchscript_forward(module, input, hx):
             "default, which decomposes the projection")
     # nn.LSTM sharing this module's parameters: the exporter knows its op (aten::lstm),
     # PackedSequence included, and the trace records the parameters themselves.
-    return module.to_lstm()(input, hx)
+    # _shared_lstm, not to_lstm: _refuse let only eval mode through with weight_drop > 0.
+    return module._shared_lstm()(input, hx)
 
 
 # ---- torch.export-based exporter (dynamo=True) ----

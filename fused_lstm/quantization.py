@@ -20,7 +20,9 @@ class DynamicQuantizedLSTMFromFused:
 
     @classmethod
     def from_float(cls, mod: FusedLSTM, use_precomputed_fake_quant: bool = False):
-        lstm = mod.to_lstm()  # shares the parameters; from_float only reads them
+        # shares the parameters; from_float only reads them. Not to_lstm, which refuses
+        # weight_drop > 0: the quantized LSTM is inference only, where weight drop does nothing.
+        lstm = mod._shared_lstm()
         lstm.qconfig = mod.qconfig
         return nnqd.LSTM.from_float(lstm, use_precomputed_fake_quant=use_precomputed_fake_quant)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from helpers import GRID, assert_matches_nn_lstm, assert_same_run, make_pair
+from helpers import GRID, assert_matches_nn_lstm, assert_same_run, at_least_two_threads, make_pair
 
 DTYPES = [torch.float32, torch.float64]
 DTYPE_IDS = ["f32", "f64"]
@@ -138,3 +138,46 @@ def test_long_inputs_span_several_backward_blocks(case):
     else:
         x = torch.randn(3, 600, 3, dtype=torch.float64, requires_grad=True)  # one step > 512 rows
     assert_same_run(ref, fused, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("B, H", [(1, 5), (8, 70), (64, 260)], ids=["B1-H5", "B8-H70", "B64-H260"])
+@pytest.mark.parametrize("bidir", [False, True], ids=["", "bidir"])
+def test_one_step_calls(dtype, B, H, bidir):
+    """T = 1 (streaming) runs its GEMMs on the weights as they are (the plan's
+    natural_weights); two threads or more, so the larger sizes split the step."""
+    with at_least_two_threads():
+        ref, fused = make_pair(dtype, seed=15, input_size=9, hidden_size=H, num_layers=2,
+                               bidirectional=bidir)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.mul_((5 / H) ** 0.5)
+        fused.load_state_dict(ref.state_dict())
+        D = 2 if bidir else 1
+        g = dict(dtype=dtype, requires_grad=True)
+        x = torch.randn(1, B, 9, **g)
+        hx = (torch.randn(2 * D, B, H, **g), torch.randn(2 * D, B, H, **g))
+        assert_same_run(ref, fused, x, hx)
+
+
+def test_streaming_one_step_at_a_time_equals_one_call():
+    """T calls of one step, carrying (h, c), give the one T-step call's outputs and
+    gradients (an independent check of the one-step route against the sequence route)."""
+    torch.manual_seed(16)
+    from fused_lstm import FusedLSTM
+    m = FusedLSTM(6, 40, num_layers=2, dtype=torch.float64)
+    x = torch.randn(7, 3, 6, dtype=torch.float64, requires_grad=True)
+    y_all, (h_all, c_all) = m(x)
+    ys, state = [], None
+    for t in range(7):
+        y, state = m(x[t:t + 1], state)
+        ys.append(y)
+    y_steps = torch.cat(ys)
+    torch.testing.assert_close(y_steps, y_all, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state[0], h_all, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state[1], c_all, rtol=0, atol=1e-12)
+    g = torch.randn_like(y_all)
+    grads_all = torch.autograd.grad((y_all * g).sum(), [x, *m.parameters()])
+    grads_steps = torch.autograd.grad((y_steps * g).sum(), [x, *m.parameters()])
+    for a, b in zip(grads_steps, grads_all):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)

@@ -41,12 +41,25 @@ LoopSplit loop_split(const LayerArgs& a, int64_t min_macs, int64_t operand) {
   return {threads, by_rows};
 }
 
+// A call of one step (streaming: T = 1, carrying the state) spends more on the blocked
+// copies of the weights than on its GEMMs, which read each weight once: it runs them on
+// the weights as they are. float and double; bfloat16 operands and projections keep the
+// blocked route.
+bool natural_weights(const LayerArgs& a, bool bf16) {
+  return a.T <= Tuning::kMaxNaturalWeightSteps && a.T > 0 && !bf16 && !a.has_proj;
+}
+
 }  // namespace
 
 ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype) {
   const bool bf16 = bf16_operands(a, dtype);
-  return {bf16, a.B >= Tuning::kMinRowsForStepInput,
-          loop_split(a, Tuning::kMinParallelForwardStepMacs, operand_bytes(dtype, bf16))};
+  const bool natural = natural_weights(a, bf16);
+  // On the one-step route ATen's GEMMs (threaded inside) come first; what is left for the
+  // loop, the pointwise pass of one step, is not worth waking a second thread for.
+  const LoopSplit split =
+      natural ? LoopSplit{}
+              : loop_split(a, Tuning::kMinParallelForwardStepMacs, operand_bytes(dtype, bf16));
+  return {bf16, a.B >= Tuning::kMinRowsForStepInput && !natural, natural, split};
 }
 
 BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {
@@ -63,7 +76,7 @@ BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {
              a.N * G * (a.I + 2 * a.Hout) >= Tuning::kMinOverlapMacs) {
     route = BackwardRoute::kOverlapped;
   }
-  return {bf16, route, split, Tuning::kBackwardBlockRows};
+  return {bf16, natural_weights(a, bf16), route, split, Tuning::kBackwardBlockRows};
 }
 
 }  // namespace fused_lstm::cpu

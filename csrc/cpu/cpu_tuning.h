@@ -75,6 +75,9 @@ struct Tuning {
   static constexpr int64_t kOverlapChunkSteps = 16;
   // Rows of d(gates) the backward keeps before turning them into gradients.
   static constexpr int64_t kBackwardBlockRows = 512;
+  // Calls of at most this many steps run their GEMMs on the weights as they are, with no
+  // blocked copy of them (float and double, no projection).
+  static constexpr int64_t kMaxNaturalWeightSteps = 1;
 
   // ---- GEMMs and copies ----
   // GEMMs below this many multiply-adds run on the calling thread.

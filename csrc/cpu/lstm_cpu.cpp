@@ -29,6 +29,7 @@
 #include "cpu_plan.h"
 #include "gate_layout.h"
 #include "lstm_time_loop.h"
+#include "vector_kernels.h"
 
 namespace fused_lstm::cpu {
 
@@ -95,6 +96,21 @@ Tensor transposed_operand(const Tensor& w, int64_t H) {
   return out;
 }
 
+// The column of [B, 4H] gates in nn.LSTM's order behind each blocked column (blocked =
+// natural.index_select(1, this)), and the reverse map.
+Tensor natural_rows_of_blocked(int64_t H) {
+  Tensor index = at::empty({4 * H}, at::kLong);
+  int64_t* p = index.data_ptr<int64_t>();
+  for (int64_t col = 0; col < 4 * H; ++col) p[col] = natural_gate_row(H, col);
+  return index;
+}
+Tensor blocked_columns_of_natural(int64_t H) {
+  Tensor index = at::empty({4 * H}, at::kLong);
+  int64_t* p = index.data_ptr<int64_t>();
+  for (int64_t row = 0; row < 4 * H; ++row) p[row] = blocked_gate_column(H, row / H, row % H);
+  return index;
+}
+
 template <typename In>
 DirectionForward forward_impl(
     const LayerArgs& a, const ForwardPlan& plan, const Tensor& x, const Tensor& h0,
@@ -112,9 +128,11 @@ DirectionForward forward_impl(
   // step by step, so inference needs a gate buffer one step long; at small batch
   // one GEMM over all steps comes first (the plan says which).
   const bool input_per_step = plan.input_per_step;
-  // [I, 4H] w_ih^AccT and [Hout, 4H] w_hh^AccT, blocked columns in panels
-  const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H);
-  const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H);
+  // [I, 4H] w_ih^AccT and [Hout, 4H] w_hh^AccT, blocked columns in panels (none on the
+  // one-step route, which multiplies the weights as they are)
+  const bool natural = plan.natural_weights;
+  const Tensor w_ih_t = natural ? Tensor() : transposed_operand<In>(w_ih, a.H);
+  const Tensor w_hh_t = natural ? Tensor() : transposed_operand<In>(w_hh, a.H);
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, it);
@@ -137,14 +155,22 @@ DirectionForward forward_impl(
       pb[col] = pi[row] + ph[row];
     }
   }
-  if (!input_per_step) {
+  if (natural) {
+    // One step: gates = x @ w_ih^T + h0 @ w_hh^T ([B, 4H], nn.LSTM's gate order) through
+    // ATen's GEMM on the weights as they are, then into the blocked order. (No autograd
+    // here: a direction may run on a worker thread, where grad mode is on.)
+    const at::NoGradGuard no_grad;
+    Tensor natural_gates = at::mm(x2, as_compute(w_ih, it).t());
+    natural_gates.addmm_(h0_c, as_compute(w_hh, it).t());
+    at::index_select_out(gates, natural_gates, 1, natural_rows_of_blocked(a.H));
+  } else if (!input_per_step) {
     // gates = x @ w_ih^AccT for all steps at once; the bias is added in the pointwise pass.
     parallel_gemm_nn_panels<In>(a.N, G, a.I, x2.data_ptr<In>(), a.I, w_ih_t.data_ptr<In>(),
                                 gates.data_ptr<AccT>(), G, false);
   }
   ForwardLoop<In> f{input_per_step ? x2.data_ptr<In>() : nullptr,
-                    w_ih_t.data_ptr<In>(),
-                    w_hh_t.data_ptr<In>(),
+                    ptr_or_null<In>(w_ih_t),
+                    ptr_or_null<In>(w_hh_t),
                     ptr_or_null<AccT>(w_hr_t),
                     ptr_or_null<AccT>(bias),
                     h0_c.data_ptr<In>(),
@@ -177,6 +203,53 @@ DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes
     return forward_impl<scalar_t>(a, plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
                                   need_backward);
   });
+}
+
+// One step (the plan's natural_weights): the pointwise backward of the step gives d(gates)
+// in the blocked order; back in nn.LSTM's order, every gradient is one ATen GEMM on the
+// weights as they are. No projection. h0, grad_h_n [B, Hout]; c0, grad_c_n [B, H].
+template <typename T>
+DirectionBackward backward_one_step(const LayerArgs& a, const Tensor& grad_y,
+                                    const Tensor& grad_h_n, const Tensor& grad_c_n,
+                                    const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                    const Tensor& w_ih, const Tensor& w_hh, const Tensor& gates,
+                                    const Tensor& cells) {
+  const at::NoGradGuard no_grad;  // ATen ops below, maybe on a worker thread
+  const auto dt = x.scalar_type();
+  const auto ct = c10::CppTypeToScalarType<T>::value;
+  const auto opts = x.options().dtype(ct);
+  const int64_t G = 4 * a.H, H = a.H;
+  const Tensor gy = as_compute(grad_y, ct).view({a.B, a.Hout});  // y of the step: [B, Hout]
+  const Tensor gh = as_compute(grad_h_n, ct);                    // [B, Hout]
+  const Tensor act = as_compute(gates, ct).view({a.B, G});       // activated, blocked
+  const Tensor c_step = as_compute(cells, ct).view({a.B, H});
+  const Tensor c0_c = as_compute(c0, ct);
+  Tensor dc = fresh(grad_c_n, ct);  // [B, H], becomes grad_c0
+  Tensor dgates = at::empty({a.B, G}, opts);  // [B, 4H] blocked
+  const auto& kernels = vector_kernels<T>();
+  for (int64_t chunk = 0; chunk < chunk_count(H); ++chunk) {
+    const int64_t u = chunk * kGateChunk, w = chunk_width(H, chunk);
+    BackwardStep<T> st{act.data_ptr<T>() + 4 * u, G,
+                       c_step.data_ptr<T>() + u, H,
+                       c0_c.data_ptr<T>() + u, H,
+                       gy.data_ptr<T>() + u, a.Hout,
+                       gh.data_ptr<T>() + u, a.Hout,
+                       dc.data_ptr<T>() + u, H,
+                       dgates.data_ptr<T>() + 4 * u, G};
+    kernels.backward(st, a.B, w, 0, w);
+  }
+  const Tensor dg = dgates.index_select(1, blocked_columns_of_natural(H));  // [B, 4H] natural
+  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
+  const Tensor grad_x = at::mm(dg, w_ih_c);                                 // [B, I]
+  const Tensor grad_h0 = at::mm(dg, w_hh_c);                                // [B, Hout]
+  const Tensor grad_w_ih = at::mm(dg.t(), as_compute(x, ct).view({a.B, a.I}));  // [4H, I]
+  const Tensor grad_w_hh = at::mm(dg.t(), as_compute(h0, ct));             // [4H, Hout]
+  const Tensor grad_b_ih = a.has_bias ? dg.sum(0) : at::empty({0}, opts);
+  const Tensor grad_b_hh = a.has_bias ? grad_b_ih.clone() : at::empty({0}, opts);
+  const auto wdt = w_ih.scalar_type();
+  return {grad_x.view(x.sizes()).to(dt), grad_h0.to(dt),          dc.to(dt),
+          grad_w_ih.to(wdt),             grad_w_hh.to(wdt),       grad_b_ih.to(wdt),
+          grad_b_hh.to(wdt),             at::empty({0}, opts).to(wdt)};
 }
 
 template <typename In>
@@ -280,6 +353,10 @@ DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_
                                         w_hh, w_hr, y, gates, cells, reverse);
   }
   return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_backward_cpu", [&] {
+    if (plan.natural_weights) {
+      return backward_one_step<scalar_t>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
+                                         gates, cells);
+    }
     return backward_impl<scalar_t>(a, plan, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
                                    w_hr, y, gates, cells, reverse);
   });

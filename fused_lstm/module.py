@@ -494,6 +494,19 @@ class FusedLSTM(nn.Module):
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return y, (h_n, c_n)
 
+    def step(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        """One time step, for streaming: input [B, I] (or [I] unbatched) and the state
+        (h, c) carried from the previous step (None: zeros) -> (output [B, D * Hout]
+        (or [D * Hout]), (h_n, c_n)). The same as forward on a sequence of length 1,
+        whatever batch_first says; on the CPU such calls skip the weights' blocked copy."""
+        if not isinstance(input, Tensor) or input.dim() not in (1, 2):
+            raise ValueError("FusedLSTM.step: expected one step, input of shape (B, I) or (I,), "
+                             f"got {tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__}")
+        batched = input.dim() == 2
+        time_dim = 1 if (batched and self.batch_first) else 0
+        output, state = self(input.unsqueeze(time_dim), hx)
+        return output.squeeze(time_dim), state
+
     def _fx_leaf_call(self, input: "torch.fx.Proxy", hx, options):
         """Under torch.fx.symbolic_trace: one call_module node for this module, as the
         tracer makes for nn.LSTM (a leaf there, being in torch.nn), instead of tracing

@@ -381,3 +381,49 @@ def test_options_are_keyword_only_and_checked():
         m(x, None, [5, 3])
     with pytest.raises(TypeError, match="unexpected keyword argument 'length'"):
         m(x, length=[5, 3])
+
+
+# ---------------------------------------------------------------------------
+# step(): one time step at a time
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("cfg", [dict(), dict(num_layers=2, bidirectional=True), dict(proj_size=2)],
+                         ids=["one-layer", "two-layers-bidir", "proj"])
+def test_step_equals_forward_of_one_step(device, cfg, batch_first):
+    torch.manual_seed(17)
+    m = FusedLSTM(3, 5, batch_first=batch_first, dtype=torch.float64, device=device, **cfg)
+    ref = m.to_lstm()
+    D = 2 if cfg.get("bidirectional") else 1
+    L = cfg.get("num_layers", 1) * D
+    x_t = torch.randn(4, 3, dtype=torch.float64, device=device)
+    hx = (torch.randn(L, 4, cfg.get("proj_size") or 5, dtype=torch.float64, device=device),
+          torch.randn(L, 4, 5, dtype=torch.float64, device=device))
+    y, (h, c) = m.step(x_t, hx)
+    seq = x_t.unsqueeze(1 if batch_first else 0)
+    y_ref, (h_ref, c_ref) = ref(seq, hx)
+    torch.testing.assert_close(y, y_ref.squeeze(1 if batch_first else 0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c, c_ref, rtol=0, atol=1e-12)
+    # unbatched
+    y1, (h1, c1) = m.step(x_t[0], (hx[0][:, 0], hx[1][:, 0]))
+    torch.testing.assert_close(y1, y[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(h1, h[:, 0], rtol=0, atol=1e-12)
+
+
+def test_step_by_step_equals_the_sequence():
+    torch.manual_seed(18)
+    m = FusedLSTM(3, 6, num_layers=2)
+    x = torch.randn(8, 2, 3)
+    y_all, (h_all, c_all) = m(x)
+    state, ys = None, []
+    for t in range(8):
+        y, state = m.step(x[t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys), y_all, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(state[0], h_all, rtol=1e-6, atol=1e-6)
+
+
+def test_step_rejects_a_sequence():
+    with pytest.raises(ValueError, match=r"expected one step, input of shape \(B, I\) or \(I,\), got \(5, 2, 3\)"):
+        FusedLSTM(3, 4).step(torch.randn(5, 2, 3))

@@ -133,3 +133,18 @@ def test_tf32_flag():
     assert bench.parse_args(["--device", "cpu", "--tf32", "on"]).tf32 == "on"
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "cpu", "--tf32", "maybe"])
+
+
+def test_segments_bench_prints_both_tables(capsys, monkeypatch):
+    from fused_lstm.bench import segments
+
+    monkeypatch.setattr(segments, "SHAPES", [("tiny", 6, 3, 4, 5, 2, True)])
+    monkeypatch.setattr(segments, "ROLLOUTS", [("tiny-rollout", 8, 2, 4, 5)])
+    rows = segments.main(["--reps", "1", "--warmup", "0"])
+    printed = capsys.readouterr().out
+    assert "| tiny T=6 B=3 I=4 H=5 L=2 bidir | training |" in printed
+    assert "| tiny-rollout T=8 B=2 I=4 H=5 | inference |" in printed
+    assert [(r["mode"], sorted(r["ms"])) for r in rows] == [
+        ("inference", sorted(segments.WAYS)), ("training", sorted(segments.WAYS)),
+        ("inference", sorted(segments.RESET_WAYS)), ("training", sorted(segments.RESET_WAYS))]
+    assert all(v > 0 for r in rows for v in r["ms"].values())

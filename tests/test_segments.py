@@ -67,6 +67,21 @@ def per_sequence(ref, x, hx, lengths, batch_first):
     return (y.transpose(0, 1) if batch_first else y), torch.cat(hs, 1), torch.cat(cs, 1)
 
 
+def assert_same_outputs_and_grads(got, want, x, hx, fused, ref, tol):
+    """got, want: [y, h_n, c_n] of fused and of the reference formulation; their values and
+    gradients (input, h0, c0, every parameter, under the same output gradients) agree."""
+    grad_outs = [torch.randn_like(t) for t in want]
+    wrt = [x] + (list(hx) if hx else [])
+    got_all = outputs_and_grads(got, wrt + list(fused.parameters()), grad_outs)
+    want_all = outputs_and_grads(want, wrt + list(ref.parameters()), grad_outs)
+    names = ["output", "h_n", "c_n", "grad input"] + (["grad h0", "grad c0"] if hx else []) + [
+        f"grad {n}" for n, _ in fused.named_parameters()]
+    for name, a, b in zip(names, got_all, want_all):
+        assert a.shape == b.shape, name
+        err = rel_err(a, b)
+        assert err <= tol, f"{name}: relative error {err:.3g} > {tol:g}"
+
+
 def outputs_and_grads(outs, wrt, grad_outs):
     grads = torch.autograd.grad(outs, wrt, grad_outs, allow_unused=True)
     return [o.detach() for o in outs] + [torch.zeros_like(w) if g is None else g
@@ -84,16 +99,7 @@ def test_matches_nn_lstm_on_each_sequence_alone(routed_device, cfg, with_hx, dty
     got = fused(x, hx, lengths=lengths)
     got = [got[0], *got[1]]
     want = per_sequence(ref, x, hx, LENGTHS, cfg.get("batch_first", False))
-    grad_outs = [torch.randn_like(t) for t in want]
-    wrt = [x] + (list(hx) if hx else [])
-    got_all = outputs_and_grads(got, wrt + list(fused.parameters()), grad_outs)
-    want_all = outputs_and_grads(want, wrt + list(ref.parameters()), grad_outs)
-    names = ["output", "h_n", "c_n", "grad input"] + (["grad h0", "grad c0"] if hx else []) + [
-        f"grad {n}" for n, _ in fused.named_parameters()]
-    for name, a, b in zip(names, got_all, want_all):
-        assert a.shape == b.shape, name
-        err = rel_err(a, b)
-        assert err <= TOL[dtype], f"{name}: relative error {err:.3g}"
+    assert_same_outputs_and_grads(got, want, x, hx, fused, ref, TOL[dtype])
     # outputs past each sequence's end are exactly zero
     y = got[0].transpose(0, 1) if cfg.get("batch_first") else got[0]
     for b, n in enumerate(LENGTHS):
@@ -274,15 +280,7 @@ def test_reset_matches_the_step_loop(routed_device, cfg, with_hx, with_lengths):
     got = fused(x, hx, reset=reset.to(routed_device), lengths=lengths)
     got = [got[0], *got[1]]
     want = step_loop(ref, x, hx, reset.to(routed_device), lengths)
-    grad_outs = [torch.randn_like(t) for t in want]
-    wrt = [x] + (list(hx) if hx else [])
-    got_all = outputs_and_grads(got, wrt + list(fused.parameters()), grad_outs)
-    want_all = outputs_and_grads(want, wrt + list(ref.parameters()), grad_outs)
-    names = ["output", "h_n", "c_n", "grad input"] + (["grad h0", "grad c0"] if hx else []) + [
-        f"grad {n}" for n, _ in fused.named_parameters()]
-    for name, a, b in zip(names, got_all, want_all):
-        err = rel_err(a, b)
-        assert err <= 1e-10, f"{name}: relative error {err:.3g}"
+    assert_same_outputs_and_grads(got, want, x, hx, fused, ref, 1e-10)
 
 
 def episodes(reset_column, T):

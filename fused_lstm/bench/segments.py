@@ -124,6 +124,31 @@ def _steps(shape, device, mode: str) -> Dict[str, callable]:
     }
 
 
+def _label(shape) -> str:
+    name, T, B, I, H, layers, bidir = shape
+    return (f"{name} T={T} B={B} I={I} H={H}" + (f" L={layers}" if layers > 1 else "")
+            + (" bidir" if bidir else ""))
+
+
+def _table(title: str, ways: List[str], cases, args) -> List[dict]:
+    """One markdown table: a row per (case, mode), the ways timed interleaved, medians in
+    ms and each way's time over the first way's. cases: (label, shape, make_steps)."""
+    print(f"| {title} | mode | " + " | ".join(ways) + " |")
+    print("|---|---|" + "---|" * len(ways))
+    rows = []
+    for label, shape, make_steps in cases:
+        for mode in ("inference", "training"):
+            steps = make_steps(shape, args.device, mode)
+            times = time_interleaved([steps[w] for w in ways], args.reps, args.warmup,
+                                     args.device)
+            med = {w: summarize(t)["median_s"] * 1e3 for w, t in zip(ways, times)}
+            cells = [f"{med[w]:.3g}" + ("" if w == ways[0] else f" ({med[w] / med[ways[0]]:.2f}x)")
+                     for w in ways]
+            print(f"| {label} | {mode} | " + " | ".join(cells) + " |")
+            rows.append(dict(case=label, mode=mode, ms=med))
+    return rows
+
+
 def main(argv: List[str] = None) -> List[dict]:
     parser = argparse.ArgumentParser(prog="python -m fused_lstm.bench.segments",
                                      description=__doc__.splitlines()[0])
@@ -134,41 +159,19 @@ def main(argv: List[str] = None) -> List[dict]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine_info(torch.device(args.device), ["python", "-m", "fused_lstm.bench.segments"] + list(argv or []))
-    print(f"# lengths= and reset= on {info.get('device_name')} ({(info.get('cpu_isa') or {}).get('kernels', '')})")
+    info = machine_info(torch.device(args.device),
+                        ["python", "-m", "fused_lstm.bench.segments"] + list(argv or []))
+    kernels = (info.get("cpu_isa") or {}).get("kernels", "")
+    print(f"# lengths= and reset= on {info.get('device_name')} ({kernels})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, reps {args.reps}, "
-          "medians in ms; ratios: time of the way / time of lengths=\n")
-    print("| shape | mode | " + " | ".join(WAYS) + " |")
-    print("|---|---|" + "---|" * len(WAYS))
+          "medians in ms; ratios: time of the way / time of the first column's\n")
     rows = []
-    for shape in SHAPES:
-        for mode in ("inference", "training"):
-            steps = _steps(shape, args.device, mode)
-            times = time_interleaved([steps[w] for w in WAYS], args.reps, args.warmup,
-                                     args.device)
-            med = {w: summarize(t)["median_s"] * 1e3 for w, t in zip(WAYS, times)}
-            base = med["lengths="]
-            cells = [f"{med[w]:.3g}" + ("" if w == "lengths=" else f" ({med[w] / base:.2f}x)")
-                     for w in WAYS]
-            _, T, B, I, H, layers, bidir = shape
-            label = f"{shape[0]} T={T} B={B} I={I} H={H}" + (f" L={layers}" if layers > 1 else "") + (
-                " bidir" if bidir else "")
-            print(f"| {label} | {mode} | " + " | ".join(cells) + " |")
-            rows.append(dict(shape=shape[0], mode=mode, ms=med))
-    print("\n| rollout | mode | " + " | ".join(RESET_WAYS) + " |")
-    print("|---|---|" + "---|" * len(RESET_WAYS))
-    for shape in ROLLOUTS:
-        for mode in ("inference", "training"):
-            steps = _rollout_steps(shape, args.device, mode)
-            times = time_interleaved([steps[w] for w in RESET_WAYS], args.reps, args.warmup,
-                                     args.device)
-            med = {w: summarize(t)["median_s"] * 1e3 for w, t in zip(RESET_WAYS, times)}
-            base = med["reset="]
-            cells = [f"{med[w]:.3g}" + ("" if w == "reset=" else f" ({med[w] / base:.2f}x)")
-                     for w in RESET_WAYS]
-            name, T, B, I, H = shape
-            print(f"| {name} T={T} B={B} I={I} H={H} | {mode} | " + " | ".join(cells) + " |")
-            rows.append(dict(shape=name, mode=mode, ms=med))
+    lengths_table = [(_label(shape), shape, _steps) for shape in SHAPES]
+    rows += _table("shape", WAYS, lengths_table, args)
+    print()
+    rollout_table = [(f"{s[0]} T={s[1]} B={s[2]} I={s[3]} H={s[4]}", s, _rollout_steps)
+                     for s in ROLLOUTS]
+    rows += _table("rollout", RESET_WAYS, rollout_table, args)
     return rows
 
 

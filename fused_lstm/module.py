@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import segments
-from . import onnx_export
+from . import onnx_export, options, segments
+from .lstm_checks import NNLSTMChecks
 from .ops import lstm_layer
 
 
-class FusedLSTM(nn.Module):
+class FusedLSTM(NNLSTMChecks, nn.Module):
     """Drop-in replacement for :class:`torch.nn.LSTM`.
 
     Same constructor, parameter names, shapes, order and initialisation, so a
@@ -64,13 +64,6 @@ class FusedLSTM(nn.Module):
             p = 0, use the weights as they are (p = 0 draws nothing).
         """
         super().__init__()
-        if isinstance(weight_drop, bool) or not isinstance(weight_drop, numbers.Real):
-            raise TypeError(f"weight_drop should be a real number in [0, 1), got "
-                            f"{weight_drop!r} of type {type(weight_drop).__name__}")
-        if not 0 <= weight_drop < 1:
-            raise ValueError("weight_drop is the probability of zeroing each element of the "
-                             "recurrent weights weight_hh_l{k} in training mode and should be "
-                             f"in [0, 1), got {weight_drop!r}")
         if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
                 or isinstance(dropout, bool)):
             raise ValueError("dropout should be a number in range [0, 1] representing the "
@@ -97,7 +90,8 @@ class FusedLSTM(nn.Module):
                              "projections")
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
-        forget_bias, chrono_init = self._checked_init_options(forget_bias, chrono_init, bias)
+        forget_bias, chrono_init, weight_drop = options.checked(forget_bias, chrono_init,
+                                                                weight_drop, bias)
 
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -109,7 +103,7 @@ class FusedLSTM(nn.Module):
         self.proj_size = proj_size
         self.forget_bias = forget_bias
         self.chrono_init = chrono_init
-        self.weight_drop = float(weight_drop)
+        self.weight_drop = weight_drop
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
         real_hidden = proj_size if proj_size > 0 else hidden_size
@@ -134,37 +128,6 @@ class FusedLSTM(nn.Module):
         self._flat_weights_names: List[str] = [n for names in self._all_weights for n in names]
         self.reset_parameters()
 
-    @staticmethod
-    def _checked_init_options(forget_bias, chrono_init,
-                              bias: bool) -> Tuple[float, Optional[float]]:
-        """(forget_bias, chrono_init) as floats, or the exception for a bad one; messages
-        give the value as it was passed."""
-        for name, value in (("forget_bias", forget_bias), ("chrono_init", chrono_init)):
-            if value is None and name == "chrono_init":
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{name} should be a real number"
-                                f"{' or None' if name == 'chrono_init' else ''}, "
-                                f"got {value!r} of type {type(value).__name__}")
-        if not math.isfinite(forget_bias):
-            raise ValueError(f"forget_bias should be a finite real number, got {forget_bias!r}")
-        if chrono_init is not None and not 2 < chrono_init < math.inf:
-            raise ValueError("chrono_init is T_max, the longest time dependency expected, and "
-                             "should be a finite real number greater than 2 (u is drawn from "
-                             f"Uniform(1, T_max - 1)), got {chrono_init!r}")
-        if forget_bias != 0 and chrono_init is not None:
-            raise ValueError(
-                f"forget_bias={forget_bias!r} and chrono_init={chrono_init!r} cannot be combined: "
-                "chrono initialisation sets the forget gate's bias itself (log u); give one")
-        if not bias:
-            if forget_bias != 0:
-                raise ValueError(f"forget_bias={forget_bias!r} needs bias=True (it is added to "
-                                 "the forget gate's bias), got bias=False")
-            if chrono_init is not None:
-                raise ValueError(f"chrono_init={chrono_init!r} needs bias=True (it sets the "
-                                 "input and forget gates' biases), got bias=False")
-        return float(forget_bias), None if chrono_init is None else float(chrono_init)
-
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
         if "_flat_weights_names" not in self.__dict__:  # pickled by an older fused_lstm
@@ -179,22 +142,7 @@ class FusedLSTM(nn.Module):
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
-        # The initialisation options, after (and on top of) nn.LSTM's: with them off, nothing
-        # more is drawn or changed. Gate order i, f, g, o, H rows each.
-        if not self.bias or (self.forget_bias == 0 and self.chrono_init is None):
-            return
-        H = self.hidden_size
-        with torch.no_grad():
-            for names in self._all_weights:
-                b_ih = getattr(self, next(n for n in names if n.startswith("bias_ih")))
-                b_hh = getattr(self, next(n for n in names if n.startswith("bias_hh")))
-                if self.chrono_init is not None:
-                    log_u = b_ih.new_empty(H).uniform_(1.0, self.chrono_init - 1.0).log_()
-                    b_ih[H:2 * H] = log_u
-                    b_ih[0:H] = -log_u
-                    b_hh[0:2 * H] = 0
-                else:
-                    b_ih[H:2 * H] += self.forget_bias
+        options.initialise_biases(self)  # the initialisation options, if any
 
     @property
     def all_weights(self) -> List[List[nn.Parameter]]:
@@ -312,81 +260,6 @@ class FusedLSTM(nn.Module):
             "deployed model, use torch.jit.trace, torch.export or torch.compile.",
             stacklevel=2)
         return self.to_lstm()
-
-    # ---- argument checks, with nn.LSTM's exception types and messages ----
-    # check_input, get_expected_hidden_size, get_expected_cell_size, check_hidden_size,
-    # check_forward_args and permute_hidden are nn.LSTM's own helpers, with its meaning.
-
-    def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
-        self._check_input(input, batch_sizes, self._current_weights()[0][0])
-
-    def _check_input(self, input: Tensor, batch_sizes: Optional[Tensor], w: Tensor) -> None:
-        """check_input against w, the first weight as forward reads it."""
-        if input.dtype != w.dtype and not torch.is_autocast_enabled(input.device.type):
-            raise ValueError(
-                f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
-                f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
-        expected_dim = 2 if batch_sizes is not None else 3
-        if input.dim() != expected_dim:
-            raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
-        if input.size(-1) != self.input_size:
-            raise RuntimeError("input.size(-1) must be equal to input_size. "
-                               f"Expected {self.input_size}, got {input.size(-1)}")
-        if input.device != w.device:
-            raise RuntimeError(f"Input and parameter tensors are not at the same device, found "
-                               f"input tensor at {input.device} and parameter tensor at {w.device}")
-
-    def _expected_state_size(self, input: Tensor, batch_sizes: Optional[Tensor],
-                             size: int) -> Tuple[int, int, int]:
-        if batch_sizes is not None:
-            batch = int(batch_sizes[0]) if batch_sizes.numel() else 0
-        else:
-            batch = input.size(0) if self.batch_first else input.size(1)
-        return (self.num_layers * (2 if self.bidirectional else 1), batch, size)
-
-    def get_expected_hidden_size(self, input: Tensor,
-                                 batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
-        """(layers x directions, batch, proj_size or hidden_size): h0's expected size for
-        `input` as forward receives it (batch first if batch_first)."""
-        return self._expected_state_size(input, batch_sizes, self.proj_size or self.hidden_size)
-
-    def get_expected_cell_size(self, input: Tensor,
-                               batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
-        """(layers x directions, batch, hidden_size): c0's expected size."""
-        return self._expected_state_size(input, batch_sizes, self.hidden_size)
-
-    def check_hidden_size(self, hx: Tensor, expected_hidden_size: Tuple[int, int, int],
-                          msg: str = "Expected hidden size {}, got {}") -> None:
-        if hx.size() != expected_hidden_size:
-            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
-
-    def check_forward_args(self, input: Tensor, hidden: Tuple[Tensor, Tensor],
-                           batch_sizes: Optional[Tensor]) -> None:
-        self.check_input(input, batch_sizes)
-        self._check_state_sizes(input, hidden, batch_sizes)
-
-    def _check_state_sizes(self, input: Tensor, hidden: Tuple[Tensor, Tensor],
-                           batch_sizes: Optional[Tensor]) -> None:
-        self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
-                               "Expected hidden[0] size {}, got {}")
-        self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
-                               "Expected hidden[1] size {}, got {}")
-
-    def permute_hidden(self, hx: Tuple[Tensor, Tensor],
-                       permutation: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        """(h, c) with their batch rows put in `permutation`'s order (None: unchanged)."""
-        if permutation is None:
-            return hx
-        return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
-
-    def _check_hidden_dtype_device(self, hx: Tuple[Tensor, Tensor], x: Tensor) -> None:
-        for k, t in enumerate(hx):
-            if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
-                raise RuntimeError(f"Expected hidden[{k}] dtype {x.dtype} (the input's), "
-                                   f"got {t.dtype}")
-            if t.device != x.device:
-                raise RuntimeError(f"Input and hidden tensors are not at the same device, found "
-                                   f"input tensor at {x.device} and hidden tensor at {t.device}")
 
     # ---- forward ----
 
@@ -597,13 +470,7 @@ class FusedLSTM(nn.Module):
         direction, in _all_weights order."""
         directions = 2 if self.bidirectional else 1
         if self.weight_drop > 0 and self.training:
-            # Weight drop: each layer direction's weight_hh (index 1 of its weights) replaced
-            # for this call by a dropped copy, the masks drawn here, from the default
-            # generator of the weights' device, in parameter order (l0, l0_reverse, l1, ...)
-            # and before any dropout between layers. Autograd takes gradients back through
-            # the mask to whatever _current_weights() gave (a parameter, a parametrization).
-            weights = [[F.dropout(w, self.weight_drop, training=True) if k == 1 else w
-                        for k, w in enumerate(ws)] for ws in weights]
+            weights = options.drop_recurrent_weights(weights, self.weight_drop)
         dtype = x.dtype
         autocast = self._autocast_dtypes(x, batch_sizes)
         if autocast is not None:

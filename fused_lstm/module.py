@@ -455,8 +455,8 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
                   x.new_zeros((state_rows, batch, self.hidden_size)))
         if lay.segments == 0:  # every sequence empty: no step to run
             out_size = (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
-            return (x.new_zeros((steps, batch, out_size), dtype=y_dtype), hx[0].to(y_dtype),
-                    hx[1].to(c_dtype))
+            return (x.new_zeros((steps, batch, out_size), dtype=y_dtype),
+                    hx[0].to(y_dtype, copy=True), hx[1].to(c_dtype, copy=True))
         live_hx = (segments.initial_states(hx[0], lay), segments.initial_states(hx[1], lay))
         y, h, c = self._run_layers(segments.pack_rows(x, lay), lay.batch_sizes, live_hx,
                                    lay.segments, weights)

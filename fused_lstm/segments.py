@@ -19,6 +19,7 @@ With a bidirectional layer each segment is also a sequence of its own for the re
 direction, which starts at the segment's last step.
 """
 
+import numbers
 from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -44,15 +45,15 @@ def check_lengths(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int)
             raise ValueError(f"lengths must hold one length per sequence: expected shape "
                              f"({batch},), got {tuple(lengths.shape)}")
         values = [int(v) for v in lengths.tolist()]
-    elif isinstance(lengths, (list, tuple)):
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in lengths):
+    elif isinstance(lengths, (list, tuple)) or type(lengths).__name__ == "ndarray":
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in lengths):
             raise TypeError(f"lengths must be integers, got {lengths!r}")
         if len(lengths) != batch:
             raise ValueError(f"lengths must hold one length per sequence: expected {batch}, "
                              f"got {len(lengths)}")
-        values = list(lengths)
+        values = [int(v) for v in lengths]
     else:
-        raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got "
+        raise TypeError(f"lengths must be a 1-D integer tensor, a list of ints or a NumPy array, got "
                         f"{type(lengths).__name__}")
     for b, n in enumerate(values):
         if n < 0:
@@ -75,8 +76,11 @@ def check_reset(reset, steps: int, batch: int, batch_first: bool) -> Tensor:
         raise ValueError(f"reset must be {layout}: expected shape {want}, got "
                          f"{tuple(reset.shape)}")
     mask = reset.detach().to("cpu")
+    if mask.dtype.is_complex:
+        raise TypeError(f"reset must be a bool tensor or hold numbers 0 and 1, got dtype "
+                        f"{mask.dtype}")
     if mask.dtype != torch.bool:
-        if mask.dtype.is_complex or not bool(((mask == 0) | (mask == 1)).all()):
+        if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("reset must be a bool tensor or hold only 0 and 1, got values "
                              f"{sorted(set(mask[(mask != 0) & (mask != 1)].tolist()))[:4]}")
         mask = mask != 0

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from fused_lstm import FusedLSTM
 from helpers import at_least_two_threads, make_pair
 
 CASES = {
@@ -80,3 +81,24 @@ def test_bfloat16_within_nn_lstm_error(case):
             assert rel(a, w) <= 1.5 * rel(r, w) + 1e-3, (name, rel(a, w), rel(r, w))
         for (name, _), a, r, w in zip(fused.named_parameters(), g_got, g_ref, g_want):
             assert rel(a, w) <= 1.5 * rel(r, w) + 1e-3, (name, rel(a, w), rel(r, w))
+
+
+def test_bfloat16_with_onednn_disabled():
+    """With torch.backends.mkldnn disabled ATen will not run the AMX microkernel: bfloat16
+    layers fall back to our own kernels (same results within bfloat16's rounding)."""
+    torch.manual_seed(13)
+    m = FusedLSTM(64, 64, num_layers=2, bidirectional=True).to(torch.bfloat16)
+    x = torch.randn(12, 6, 64).to(torch.bfloat16).requires_grad_()
+
+    def run():
+        y, (h, c) = m(x)
+        g = torch.autograd.grad(y.float().sum() + h.float().sum(), [x, m.weight_hh_l0])
+        return [y, h, c, *g]
+
+    want = run()
+    with torch.backends.mkldnn.flags(enabled=False):
+        got = run()
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        scale = b.float().abs().max()
+        assert ((a.float() - b.float()).abs().max() / scale).item() <= 3e-2

@@ -396,3 +396,18 @@ def test_gate_nonlinearities_over_their_whole_range(H, dtype, device):
             assert (err <= bound).all(), (
                 f"{name}: worst error {err.max().item():.3g} at pre-activation "
                 f"{sweep[(err - bound).argmax() // H].item()}")
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_inference_mode_bidirectional(device, steps):
+    """Under torch.inference_mode the two directions of a layer, run on worker threads on
+    the CPU, see the caller's inference mode (results as under no_grad)."""
+    torch.manual_seed(22)
+    m = FusedLSTM(3, 5, num_layers=2, bidirectional=True, device=device)
+    x = torch.randn(steps, 2, 3, device=device)
+    with torch.no_grad():
+        want = m(x)
+    with torch.inference_mode():
+        got = m(x)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[1][0], want[1][0], rtol=0, atol=0)

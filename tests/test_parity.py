@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from helpers import GRID, assert_matches_nn_lstm, assert_same_run, at_least_two_threads, make_pair
+from helpers import (GRID, assert_matches_nn_lstm, assert_same_run, at_least_two_threads,
+                     make_pair, rel_err)
 
 DTYPES = [torch.float32, torch.float64]
 DTYPE_IDS = ["f32", "f64"]
@@ -181,3 +182,25 @@ def test_streaming_one_step_at_a_time_equals_one_call():
     grads_steps = torch.autograd.grad((y_steps * g).sum(), [x, *m.parameters()])
     for a, b in zip(grads_steps, grads_all):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)],
+                         ids=["f16", "bf16"])
+def test_one_step_calls_in_16_bits(dtype, tol):
+    """16-bit one-step calls computed in float32 (float16 always; bfloat16 where its GEMM
+    operands are not bfloat16, or on its own route) against float64 nn.LSTM on the same
+    (rounded) weights and inputs."""
+    ref, fused = make_pair(torch.float64, seed=21, input_size=9, hidden_size=70, num_layers=2)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.mul_(0.3)
+    fused.load_state_dict(ref.state_dict())
+    fused.to(dtype)
+    ref.load_state_dict({k: v.double() for k, v in fused.state_dict().items()})
+    x = torch.randn(1, 8, 9).to(dtype)
+    hx = tuple(torch.randn(2, 8, 70).to(dtype) for _ in range(2))
+    got = fused(x, hx)
+    want = ref(x.double(), tuple(t.double() for t in hx))
+    for a, b in ((got[0], want[0]), (got[1][0], want[1][0]), (got[1][1], want[1][1])):
+        assert a.dtype == dtype
+        assert rel_err(a.double(), b) <= tol

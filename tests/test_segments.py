@@ -145,6 +145,7 @@ def test_every_sequence_empty(device, with_hx):
     assert y.shape == (5, 3, 4) and torch.all(y == 0)
     if with_hx:
         assert torch.equal(h, hx[0]) and torch.equal(c, hx[1])
+        assert h is not hx[0] and c is not hx[1]  # new tensors, as nn.LSTM returns
         g = torch.autograd.grad((h * 2).sum() + c.sum(), hx)
         assert torch.all(g[0] == 2) and torch.all(g[1] == 1)
     else:
@@ -425,3 +426,45 @@ def test_step_by_step_equals_the_sequence():
 def test_step_rejects_a_sequence():
     with pytest.raises(ValueError, match=r"expected one step, input of shape \(B, I\) or \(I,\), got \(5, 2, 3\)"):
         FusedLSTM(3, 4).step(torch.randn(5, 2, 3))
+
+
+def test_lengths_as_numpy():
+    np = pytest.importorskip("numpy")
+    torch.manual_seed(19)
+    m = FusedLSTM(3, 4)
+    x = torch.randn(5, 3, 3)
+    want = m(x, lengths=[5, 2, 0])
+    for lengths in (np.array([5, 2, 0]), [np.int64(5), np.int32(2), np.int16(0)]):
+        got = m(x, lengths=lengths)
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+
+
+def test_complex_reset_raises():
+    with pytest.raises(TypeError, match="got dtype torch.complex64"):
+        FusedLSTM(3, 4)(torch.randn(5, 2, 3), reset=torch.zeros(5, 2, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
+def test_reset_and_lengths_bidirectional_run_each_episode_alone(routed_device, with_hx):
+    cfg = dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    ref, fused = make_pair(torch.float64, seed=20, device=routed_device, **cfg)
+    T, B = 8, 5
+    reset = random_reset(T, B, 0.3, seed=21)
+    reset[0, 1] = True
+    lengths = [8, 0, 5, 1, 6]
+    x, hx = inputs(cfg, routed_device, torch.float64, [T] * B, with_hx, T=T)
+    y, (h, c) = fused(x, hx, reset=reset.to(routed_device), lengths=lengths)
+    for b in range(B):
+        n = lengths[b]
+        assert torch.all(y[n:, b] == 0)
+        if n == 0:
+            want_h = hx[0][:, b] if with_hx else torch.zeros_like(h[:, b])
+            torch.testing.assert_close(h[:, b], want_h, rtol=0, atol=0)
+            continue
+        for k, (s, e) in enumerate(episodes(reset[:, b].tolist(), n)):
+            h0 = None
+            if k == 0 and with_hx and not reset[0, b]:
+                h0 = (hx[0][:, b:b + 1], hx[1][:, b:b + 1])
+            ye, (he, ce) = ref(x[s:e, b:b + 1]) if h0 is None else ref(x[s:e, b:b + 1], h0)
+            assert rel_err(y[s:e, b:b + 1], ye) <= 1e-10
+        assert rel_err(h[:, b:b + 1], he) <= 1e-10 and rel_err(c[:, b:b + 1], ce) <= 1e-10

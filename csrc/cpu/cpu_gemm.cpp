@@ -145,8 +145,11 @@ namespace {
 
 // bfloat16 on AMX tiles needs an even K: the microkernel reads A's rows in whole pairs,
 // and a lone last value would be paired with whatever follows the row. One-row products
-// keep our kernel (the tiles' M = 1 rate is no better).
-bool bf16_on_amx(int64_t M, int64_t K) { return bf16_amx && M > 1 && K % 2 == 0; }
+// keep our kernel (the tiles' M = 1 rate is no better). ATen runs the microkernel only
+// while oneDNN is enabled (torch.backends.mkldnn.enabled); otherwise our kernel too.
+bool bf16_on_amx(int64_t M, int64_t K) {
+  return bf16_amx && M > 1 && K % 2 == 0 && at::globalContext().userEnabledMkldnn();
+}
 
 // C[M, N] (+)= A[M, K] @ B on oneDNN's BRGEMM microkernel with AMX tiles. B pair-packed
 // (gemm_kernels.h: ceil(K/2) rows of ldb words) is the microkernel's VNNI layout for

@@ -43,8 +43,9 @@ LoopSplit loop_split(const LayerArgs& a, int64_t min_macs, int64_t operand) {
 
 // A call of one step (streaming: T = 1, carrying the state) spends more on the blocked
 // copies of the weights than on its GEMMs, which read each weight once: it runs them on
-// the weights as they are. float and double; bfloat16 operands and projections keep the
-// blocked route.
+// the weights as they are. Every dtype computed in float or double (float16, and bfloat16
+// where its GEMM operands are not bfloat16, included); bfloat16 operands and projections
+// keep the blocked route.
 bool natural_weights(const LayerArgs& a, bool bf16) {
   return a.T <= Tuning::kMaxNaturalWeightSteps && a.T > 0 && !bf16 && !a.has_proj;
 }

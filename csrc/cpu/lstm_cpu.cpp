@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <sys/mman.h>
@@ -364,13 +365,16 @@ DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_
 
 // Both directions of a layer run side by side, one per thread (a core each on a two-core
 // machine), each time loop single-threaded: they share nothing until their outputs are
-// joined, so no barrier at all (NOTES.md rows 10 and 24).
+// joined, so no barrier at all (NOTES.md rows 10 and 24). Each runs under the caller's
+// thread-local state (grad mode, inference mode...), which a worker thread lacks.
 void run_directions(int64_t count, const std::function<void(int64_t)>& fn) {
   if (count == 1) {
     fn(0);
     return;
   }
+  const at::ThreadLocalState caller;
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    const at::ThreadLocalStateGuard same_state(caller);
     for (int64_t d = begin; d < end; ++d) fn(d);
   });
 }

@@ -468,3 +468,28 @@ def test_reset_and_lengths_bidirectional_run_each_episode_alone(routed_device, w
             ye, (he, ce) = ref(x[s:e, b:b + 1]) if h0 is None else ref(x[s:e, b:b + 1], h0)
             assert rel_err(y[s:e, b:b + 1], ye) <= 1e-10
         assert rel_err(h[:, b:b + 1], he) <= 1e-10 and rel_err(c[:, b:b + 1], ce) <= 1e-10
+
+
+def test_step_compiles_fullgraph_and_exports():
+    torch.manual_seed(23)
+    m = FusedLSTM(3, 6, num_layers=2)
+    x_t = torch.randn(4, 3)
+    hx = (torch.randn(2, 4, 6), torch.randn(2, 4, 6))
+    want = m.step(x_t, hx)
+
+    class Stepper(torch.nn.Module):
+        def __init__(self, lstm):
+            super().__init__()
+            self.lstm = lstm
+
+        def forward(self, x_t, h, c):
+            y, (h, c) = self.lstm.step(x_t, (h, c))
+            return y, h, c
+
+    stepper = Stepper(m)
+    got = torch.compile(stepper, fullgraph=True, backend="aot_eager")(x_t, *hx)
+    exported = torch.export.export(stepper, (x_t, *hx)).module()(x_t, *hx)
+    for out in (got, exported):
+        torch.testing.assert_close(out[0], want[0])
+        torch.testing.assert_close(out[1], want[1][0])
+        torch.testing.assert_close(out[2], want[1][1])

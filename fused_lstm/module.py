@@ -448,12 +448,12 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         steps, batch = x.size(0), x.size(1)
         lay = segments.layout(steps, batch, lengths, reset, x.device)
         state_rows = self.num_layers * (2 if self.bidirectional else 1)
-        autocast = self._autocast_dtypes(x, lay.batch_sizes)
-        y_dtype, c_dtype = (x.dtype, x.dtype) if autocast is None else autocast[1:]
         if hx is None:
             hx = (x.new_zeros((state_rows, batch, self.proj_size or self.hidden_size)),
                   x.new_zeros((state_rows, batch, self.hidden_size)))
         if lay.segments == 0:  # every sequence empty: no step to run
+            autocast = self._autocast_dtypes(x, lay.batch_sizes)  # else _run_layers's
+            y_dtype, c_dtype = (x.dtype, x.dtype) if autocast is None else autocast[1:]
             out_size = (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
             return (x.new_zeros((steps, batch, out_size), dtype=y_dtype),
                     hx[0].to(y_dtype, copy=True), hx[1].to(c_dtype, copy=True))

@@ -32,7 +32,11 @@ class SegmentLayout(NamedTuple):
     sources: Tensor      # [T * B] packed row behind each padded row; N (a zero row) for padding
     initial: Tensor      # [B'] caller row whose initial state each segment takes; B: zeros
     final: Tensor        # [B] index into [packed h_n (B' columns); initial states (B)] of h_n[b]
-    segments: int        # B'
+
+    @property
+    def segments(self) -> int:
+        """B', the packed batch's columns."""
+        return self.initial.numel()
 
 
 def check_lengths(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int) -> List[int]:
@@ -131,7 +135,7 @@ def layout(steps: int, batch: int, lengths: Optional[List[int]], reset: Optional
     sources = torch.full((steps * batch,), rows.numel(), dtype=torch.int64)
     sources[rows] = torch.arange(rows.numel())
     return SegmentLayout(alive.sum(1), rows.to(device), sources.to(device), initial.to(device),
-                         final.to(device), count)
+                         final.to(device))
 
 
 def pack_rows(x: Tensor, lay: SegmentLayout) -> Tensor:

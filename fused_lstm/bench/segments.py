@@ -38,20 +38,40 @@ ROLLOUTS = [("ppo", 128, 16, 256, 256), ("ppo-atari", 128, 8, 512, 128)]
 RESET_WAYS = ["reset=", "nn.LSTM step loop", "FusedLSTM step loop"]
 
 
+def _timed_step(mode: str, run) -> callable:
+    """One inference (no_grad) or training (forward + backward of y, h_n and c_n) step of
+    run() -> (y, h_n, c_n)."""
+    if mode == "inference":
+        def step():
+            with torch.no_grad():
+                run()
+    else:
+        def step():
+            y, h, c = run()
+            (y.sum() + h.sum() + c.sum()).backward()
+    return step
+
+
+def _pair(device, I, H, **cfg):
+    """nn.LSTM with seed-0 weights on device, and a FusedLSTM holding the same ones."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ref = nn.LSTM(I, H, **cfg).to(device)
+    return ref, FusedLSTM.from_lstm(ref)
+
+
 def _rollout_steps(shape, device, mode: str) -> Dict[str, callable]:
     name, T, B, I, H = shape
     gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        ref = nn.LSTM(I, H).to(device)
-    fused = FusedLSTM.from_lstm(ref)
+    ref, fused = _pair(device, I, H)
     x = torch.randn(T, B, I, generator=gen).to(device).requires_grad_(mode == "training")
     done = (torch.rand(T, B, generator=gen) < 1 / 50).to(device)
     h0 = torch.randn(1, B, H, generator=gen).to(device)
     c0 = torch.randn(1, B, H, generator=gen).to(device)
 
     def one_call(module):
-        return module(x, (h0, c0), reset=done)
+        y, (h, c) = module(x, (h0, c0), reset=done)
+        return y, h, c
 
     def step_loop(module):
         h, c = h0, c0
@@ -60,31 +80,17 @@ def _rollout_steps(shape, device, mode: str) -> Dict[str, callable]:
             keep = (1.0 - done[t].float()).view(1, -1, 1)
             y, (h, c) = module(x[t:t + 1], (h * keep, c * keep))
             ys.append(y)
-        return torch.cat(ys), (h, c)
+        return torch.cat(ys), h, c
 
-    def make(fn):
-        if mode == "inference":
-            def step():
-                with torch.no_grad():
-                    fn()
-        else:
-            def step():
-                y, (h, c) = fn()
-                (y.sum() + h.sum() + c.sum()).backward()
-        return step
-
-    return {"reset=": make(lambda: one_call(fused)),
-            "nn.LSTM step loop": make(lambda: step_loop(ref)),
-            "FusedLSTM step loop": make(lambda: step_loop(fused))}
+    return {"reset=": _timed_step(mode, lambda: one_call(fused)),
+            "nn.LSTM step loop": _timed_step(mode, lambda: step_loop(ref)),
+            "FusedLSTM step loop": _timed_step(mode, lambda: step_loop(fused))}
 
 
 def _steps(shape, device, mode: str) -> Dict[str, callable]:
     name, T, B, I, H, layers, bidir = shape
     gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidir).to(device)
-    fused = FusedLSTM.from_lstm(ref)
+    ref, fused = _pair(device, I, H, num_layers=layers, bidirectional=bidir)
     x = torch.randn(T, B, I, generator=gen).to(device).requires_grad_(mode == "training")
     lengths = torch.randint(T // 4, T + 1, (B,), generator=gen)
     lengths[0] = T
@@ -105,15 +111,7 @@ def _steps(shape, device, mode: str) -> Dict[str, callable]:
         return y, h, c
 
     def make(module, way):
-        if mode == "inference":
-            def step():
-                with torch.no_grad():
-                    run(module, way)
-        else:
-            def step():
-                y, h, c = run(module, way)
-                (y.sum() + h.sum() + c.sum()).backward()
-        return step
+        return _timed_step(mode, lambda: run(module, way))
 
     return {
         "lengths=": make(fused, "lengths="),

@@ -35,4 +35,32 @@ TORCH_LIBRARY(fused_lstm, m) {
       "Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor[] weights, bool has_bias, "
       "bool has_proj, bool bidirectional, bool reverse, Tensor y, Tensor[] saved) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor[] grad_weights)");
+  // One direction of one layer with the options beyond nn.LSTM (layer norm, zoneout,
+  // recurrent dropout; README "Variants", fused_lstm/reference.py lstm_variant_reference
+  // for the formulas). The arguments of lstm_layer_forward for one direction (h0: [B, Hout],
+  // c0: [B, H], weights: w_ih, w_hh, then b_ih, b_hh, then w_hr), and
+  //   norm:           [] or ln_ih weight, bias [4H], ln_hh weight, bias [4H], ln_c weight,
+  //                   bias [H]; norm_eps their eps; norm_state: the normalised c is the state
+  //   recurrent_mask: [B, Hout] multiplying h before the recurrent product, or None
+  //   zoneout_h:      [N, Hout] per row of x, or [Hout] for every row, or None; zoneout_c the
+  //                   same with H
+  // Returns y [T, B, Hout] (or [N, Hout]), h_n [B, Hout], c_n [B, H], cells: c after every
+  // step [T, B, H] (or [N, H]), and saved: what backward reads (empty tensors where not
+  // needed, and all of them when need_backward is false).
+  m.def(
+      "lstm_variant_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
+      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
+      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
+      "Tensor? zoneout_c, bool need_backward) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor cells, Tensor[] saved)");
+  // Its backward: gradients of x, h0, c0, each weight and each norm parameter, from those of
+  // y, h_n, c_n and cells. The masks get none.
+  m.def(
+      "lstm_variant_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, "
+      "Tensor? grad_cells, Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
+      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
+      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
+      "Tensor? zoneout_c, Tensor y, Tensor cells, Tensor[] saved) "
+      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor[] grad_weights, "
+      "Tensor[] grad_norm)");
 }

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 from . import _extension
-from .reference import lstm_layers_reference
+from .reference import lstm_layers_reference, lstm_variant_reference, split_layer_weights
 
 REDUCED = (torch.float16, torch.bfloat16)
 
@@ -202,3 +202,121 @@ def lstm_layer(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
         return lstm_layers_reference(*args)
     y, h_n, c_n, _ = torch.ops.fused_lstm.lstm_layer_forward(*args, _need_backward(tensors))
     return y, h_n, c_n
+
+
+# ---- the variant op: one direction of one layer with the options beyond nn.LSTM ----
+
+VARIANT_SAVED = 9  # tensors the variant op saves for backward (csrc/cpu/lstm_variant_cpu.cpp)
+
+if _extension.extension_loaded():
+
+    @torch.library.register_fake("fused_lstm::lstm_variant_forward")
+    def _variant_forward_fake(x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
+                              norm, norm_eps, norm_state, recurrent_mask, zoneout_h, zoneout_c,
+                              need_backward):
+        H = weights[0].shape[0] // 4
+        Hout = h0.shape[-1]
+        torch._check(x.shape[-1] == weights[0].shape[1],
+                     lambda: f"expected input with {weights[0].shape[1]} features, "
+                             f"got {x.shape[-1]}")
+        N = x.shape[0] if batch_sizes is not None else x.shape[0] * x.shape[1]
+        dtype = _saved_dtype(x.dtype)
+        saved = []
+        if need_backward:
+            ln = len(norm) > 0
+
+            def buf(*shape, present=True):
+                return x.new_empty(shape if present else (0,), dtype=dtype)
+
+            saved = [buf(N, 4 * H), buf(N, 4 * H, present=ln), buf(N, 2, present=ln),
+                     buf(N, H), buf(N, 2, present=ln), buf(N, 4 * H, present=ln),
+                     buf(N, 1, present=ln), buf(N, 1, present=ln), buf(N, H, present=has_proj)]
+        return (x.new_empty((*x.shape[:-1], Hout)), h0.new_empty(h0.shape),
+                c0.new_empty(c0.shape), x.new_empty((*x.shape[:-1], H)), saved)
+
+    @torch.library.register_fake("fused_lstm::lstm_variant_backward")
+    def _variant_backward_fake(grad_y, grad_h_n, grad_c_n, grad_cells, x, batch_sizes, h0, c0,
+                               weights, has_bias, has_proj, reverse, norm, norm_eps, norm_state,
+                               recurrent_mask, zoneout_h, zoneout_c, y, cells, saved):
+        return (x.new_empty(x.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+                [w.new_empty(w.shape) for w in weights], [p.new_empty(p.shape) for p in norm])
+
+    def _variant_setup_context(ctx, inputs, output):
+        (x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm, norm_eps,
+         norm_state, recurrent_mask, zoneout_h, zoneout_c, need_backward) = inputs
+        y, _, _, cells, saved = output
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(*saved)
+        ctx.args = (batch_sizes, has_bias, has_proj, reverse, norm_eps, norm_state,
+                    need_backward)
+        ctx.counts = (len(weights), len(norm), len(saved))
+        masks = [m if m is not None else x.new_empty(0) for m in
+                 (recurrent_mask, zoneout_h, zoneout_c)]
+        ctx.has_mask = [m is not None for m in (recurrent_mask, zoneout_h, zoneout_c)]
+        ctx.save_for_backward(x, h0, c0, y, cells, *masks, *weights, *norm, *saved)
+
+    def _variant_backward(ctx, grad_y, grad_h_n, grad_c_n, grad_cells, _grad_saved):
+        batch_sizes, has_bias, has_proj, reverse, norm_eps, norm_state, need_backward = ctx.args
+        n_w, n_norm, n_saved = ctx.counts
+        x, h0, c0, y, cells, *rest = ctx.saved_tensors
+        masks = [m if has else None for m, has in zip(rest[:3], ctx.has_mask)]
+        weights = list(rest[3:3 + n_w])
+        norm = list(rest[3 + n_w:3 + n_w + n_norm])
+        saved = list(rest[3 + n_w + n_norm:])
+        grad_y = torch.zeros_like(y) if grad_y is None else grad_y
+        grad_h_n = torch.zeros_like(h0) if grad_h_n is None else grad_h_n
+        grad_c_n = torch.zeros_like(c0) if grad_c_n is None else grad_c_n
+        args = (x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm, norm_eps,
+                norm_state, *masks)
+        if torch.is_grad_enabled():  # create_graph=True: through the reference
+            g_x, g_h0, g_c0, g_w, g_norm = _differentiable_variant_backward(
+                (grad_y, grad_h_n, grad_c_n, grad_cells), args)
+        else:
+            if not need_backward:
+                y, _, _, cells, saved = torch.ops.fused_lstm.lstm_variant_forward(*args, True)
+            g_x, g_h0, g_c0, g_w, g_norm = torch.ops.fused_lstm.lstm_variant_backward(
+                grad_y, grad_h_n, grad_c_n, grad_cells, *args, y, cells, saved)
+        return (g_x, None, g_h0, g_c0, g_w, None, None, None, g_norm, None, None, None, None,
+                None, None)
+
+    torch.library.register_autograd("fused_lstm::lstm_variant_forward", _variant_backward,
+                                    setup_context=_variant_setup_context)
+
+
+def _differentiable_variant_backward(grad_outputs, args):
+    """The variant op's gradients w.r.t. x, h0, c0, each weight and each norm parameter, as
+    a differentiable graph (through the reference)."""
+    x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm = args[:9]
+    w = split_layer_weights(weights, has_bias, has_proj, 1)[0]
+    outs = lstm_variant_reference(x, batch_sizes, h0, c0, *w, reverse, norm, *args[9:])
+    inputs = [x, h0, c0, *weights, *norm]
+    wrt = [t for t in inputs if t.requires_grad]
+    pairs = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
+    got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
+                              create_graph=True, allow_unused=True)
+    by_id = {id(t): g for t, g in zip(wrt, got)}
+    grads = [by_id.get(id(t)) for t in inputs]
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+    n_w = len(weights)
+    return grads[0], grads[1], grads[2], grads[3:3 + n_w], grads[3 + n_w:]
+
+
+def lstm_variant(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
+                 weights: List[Tensor], has_bias: bool, has_proj: bool, reverse: bool,
+                 norm: List[Tensor], norm_eps: float, norm_state: bool,
+                 recurrent_mask: Optional[Tensor], zoneout_h: Optional[Tensor],
+                 zoneout_c: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One direction of one layer with the options beyond nn.LSTM: y, h_n [B, Hout], c_n
+    [B, H], and the cells c_t of every step (the variant op's arguments, csrc/ops.cpp). The
+    fused op on the CPU; elsewhere, and under a differentiating torch.func transform, the
+    reference."""
+    tensors = (x, h0, c0, *weights, *norm)
+    if (not _extension.extension_loaded() or x.device.type != "cpu"
+            or _transform_needs_reference(tensors)):
+        w = split_layer_weights(weights, has_bias, has_proj, 1)[0]
+        return lstm_variant_reference(x, batch_sizes, h0, c0, *w, reverse, norm, norm_eps,
+                                      norm_state, recurrent_mask, zoneout_h, zoneout_c)
+    y, h_n, c_n, cells, _ = torch.ops.fused_lstm.lstm_variant_forward(
+        x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm, norm_eps,
+        norm_state, recurrent_mask, zoneout_h, zoneout_c, _need_backward(tensors))
+    return y, h_n, c_n, cells

@@ -80,4 +80,9 @@ BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {
   return {bf16, natural_weights(a, bf16), route, split, Tuning::kBackwardBlockRows};
 }
 
+int64_t plan_variant_threads(const LayerArgs& a) {
+  const int64_t threads = step_threads(a, Tuning::kMinParallelForwardStepMacs);
+  return std::max<int64_t>(1, std::min(threads, a.B / Tuning::kMinRowsPerThread));
+}
+
 }  // namespace fused_lstm::cpu

@@ -48,6 +48,10 @@ struct BackwardPlan {
   int64_t block_rows;  // rows of d(gates) turned into gradients at a time
 };
 
+// Threads of the variant op's loops (variant_loop.h), each running the whole sequence on
+// batch rows of its own.
+int64_t plan_variant_threads(const LayerArgs& a);
+
 // dtype: the layer's (the input's) dtype.
 ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype);
 BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype);

@@ -100,7 +100,7 @@ void lstm_forward_loop(const LayerArgs& a, bool reverse, const LoopSplit& split,
 }
 
 template <typename T>
-void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
+void gather_last_rows(const LayerArgs& a, bool reverse, const T* seq, int64_t width, T* out) {
   // Walking back from the last step processed, each step's rows beyond those
   // already filled ended there.
   int64_t filled = 0;
@@ -108,8 +108,8 @@ void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
     const int64_t t = step_time(a, reverse, k);
     const int64_t rows = a.rows[t];
     if (rows > filled) {
-      std::memcpy(h_n + filled * a.Hout, y + (a.offset[t] + filled) * a.Hout,
-                  sizeof(T) * (rows - filled) * a.Hout);
+      std::memcpy(out + filled * width, seq + (a.offset[t] + filled) * width,
+                  sizeof(T) * (rows - filled) * width);
       filled = rows;
     }
   }
@@ -118,7 +118,7 @@ void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
 #define FUSED_LSTM_INSTANTIATE(T)                                                          \
   template void lstm_forward_loop<T>(const LayerArgs&, bool, const LoopSplit&,             \
                                      const ForwardLoop<T>&);                               \
-  template void gather_final_hidden<T>(const LayerArgs&, bool, const T*, T*);
+  template void gather_last_rows<T>(const LayerArgs&, bool, const T*, int64_t, T*);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)
 FUSED_LSTM_INSTANTIATE(c10::BFloat16)

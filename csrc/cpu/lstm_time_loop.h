@@ -88,9 +88,15 @@ template <typename In>
 void lstm_backward(const LayerArgs& a, bool reverse, const BackwardPlan& plan,
                    const BackwardLoop<In>& b, const BackwardGradients<In>& g);
 
+// out: [B, width], each row's value after its last step, gathered from seq: [N, width].
+template <typename T>
+void gather_last_rows(const LayerArgs& a, bool reverse, const T* seq, int64_t width, T* out);
+
 // h_n: [B, Hout], each row's state after its last step, gathered from y: [N, Hout].
 template <typename T>
-void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n);
+void gather_final_hidden(const LayerArgs& a, bool reverse, const T* y, T* h_n) {
+  gather_last_rows(a, reverse, y, a.Hout, h_n);
+}
 
 // Time index of the k-th step a direction processes.
 inline int64_t step_time(const LayerArgs& a, bool reverse, int64_t k) {

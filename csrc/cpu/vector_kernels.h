@@ -60,6 +60,57 @@ struct BackwardStep {
   c10::BFloat16* dgates_bf16 = nullptr;
 };
 
+// The pointwise pass of the variant op (lstm_variant_forward, ops.cpp): rows [0, rows) of
+// one step, all H hidden units, gates in nn.LSTM's order (i, f, g, o, each H wide).
+// Formulas in fused_lstm/reference.py (lstm_variant_reference).
+template <typename T>
+struct VariantForwardStep {
+  // In:  gates [rows, 4H]   pre-activations, less the bias.
+  //      bias  [4H] or null.
+  //      c_prev [rows, H]   c_{t-1}.
+  //      zc    [rows, H] zoneout of c (row stride zc_ld; 0: one row for every row), or null.
+  //      norm_w, norm_b [H] LN_c's gain and bias, or null (no LN_c); eps; norm_state: the
+  //            normalised c is the state.
+  // Out: gates   <- activated i, f, g, o.
+  //      cand    [rows, H] <- c^ = f c_prev + i g.
+  //      c_stats [rows, 2] <- mean and 1 / sqrt(var + eps) of each row of c^ (with LN_c).
+  //      c_out   [rows, H] <- c_t.
+  //      h       [rows, H] <- h~ = o tanh(n), n = LN_c(c^) (or c^).
+  T* gates; int64_t gates_ld;
+  const T* bias;
+  const T* c_prev; int64_t c_prev_ld;
+  const T* zc; int64_t zc_ld;
+  const T* norm_w; const T* norm_b; T eps; bool norm_state;
+  T* cand; int64_t cand_ld;
+  T* c_stats;
+  T* c_out; int64_t c_out_ld;
+  T* h; int64_t h_ld;
+};
+
+// Its backward, on what the forward pass saved.
+template <typename T>
+struct VariantBackwardStep {
+  // In:  act [rows, 4H] activated gates; cand c^, c_stats (with LN_c), c_prev, zc, norm_w,
+  //      norm_b, norm_state as forward.
+  //      dh  [rows, H]  dL/dh~ (through the projection and h's zoneout).
+  //      dc  [rows, H]  dL/dc_t (from the next step and the cell sequence).
+  // Out: dc      <- dL/dc_{t-1} (in place).
+  //      dgates  [rows, 4H] dL/d(pre-activations).
+  //      d_norm_w, d_norm_b [H] += dL/d(LN_c's gain, bias) (with LN_c).
+  //      work    [H] scratch.
+  const T* act; int64_t act_ld;
+  const T* cand; int64_t cand_ld;
+  const T* c_stats;
+  const T* c_prev; int64_t c_prev_ld;
+  const T* zc; int64_t zc_ld;
+  const T* norm_w; const T* norm_b; bool norm_state;
+  const T* dh; int64_t dh_ld;
+  T* dc; int64_t dc_ld;
+  T* dgates; int64_t dgates_ld;
+  T* d_norm_w; T* d_norm_b;
+  T* work;
+};
+
 template <typename T>
 struct VectorKernels {
   void (*forward)(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1);
@@ -70,6 +121,9 @@ struct VectorKernels {
   // c[N] (+)= a[K] @ B[K, N] (row stride ldb): the one-row GEMM of a batch-1
   // step, streaming B once with the accumulators in registers.
   void (*gemv)(int64_t N, int64_t K, const T* a, const T* B, int64_t ldb, T* c, bool accumulate);
+  // The variant op's pointwise passes (above): rows [0, rows) of a step, H units.
+  void (*variant_forward)(const VariantForwardStep<T>& s, int64_t rows, int64_t H);
+  void (*variant_backward)(const VariantBackwardStep<T>& s, int64_t rows, int64_t H);
   const char* isa;
 };
 

@@ -404,10 +404,20 @@ void gemv(int64_t N, int64_t K, const T* a, const T* B, int64_t ldb, T* c, bool 
   }
 }
 
+}  // namespace CPU_CAPABILITY
+}  // namespace fused_lstm::cpu
+
+#include "variant_kernels_impl.h"
+
+namespace fused_lstm::cpu {
+namespace CPU_CAPABILITY {
+
 template <typename T>
 const VectorKernels<T>* kernel_table(const char* isa) {
-  static const VectorKernels<T> table{&forward_step<T>, &backward_step<T>, &transpose<T>,
-                                         &gemv<T>, isa};
+  static const VectorKernels<T> table{&forward_step<T>,          &backward_step<T>,
+                                      &transpose<T>,             &gemv<T>,
+                                      &variant_forward_step<T>, &variant_backward_step<T>,
+                                      isa};
   return &table;
 }
 

@@ -1,0 +1,278 @@
+// CPU binding of the variant op (lstm_variant_forward/backward, ops.cpp): checks its
+// arguments, runs the whole-sequence work (x @ w_ih^T and LN_ih over all steps before the
+// loop; the weight gradients after it) and the time loops of variant_loop.h between.
+// float16 and bfloat16 run in float32 and are rounded back on the way out.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "../lstm_layer_args.h"
+#include "../lstm_layer_directions.h"
+#include "cpu_plan.h"
+#include "lstm_time_loop.h"
+#include "variant_loop.h"
+
+namespace fused_lstm::cpu {
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// What the forward saves for backward, in this order (empty where not needed).
+enum Saved { kAct, kRHat, kRStats, kCand, kCStats, kGx, kGxMean, kGxRstd, kHRaw, kSavedCount };
+
+// The variant op's arguments, checked, in the compute dtype.
+struct VariantArgs {
+  LayerArgs a;
+  at::ScalarType dtype;      // the input's
+  at::ScalarType compute;    // float32 for float16/bfloat16
+  Tensor x;                  // [N, I]
+  Tensor h0, c0;             // [B, Hout], [B, H]
+  Tensor w_ih, w_hh, bias, w_hr;  // bias: b_ih + b_hh, or undefined
+  std::vector<Tensor> norm;  // 6 or none
+  double eps;
+  bool norm_state;
+  Tensor recurrent_mask, zoneout_h, zoneout_c;  // or undefined
+};
+
+void check_like(const char* op, const Tensor& t, const char* name, const Tensor& x) {
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": expected ", name, " of dtype ",
+              x.scalar_type(), " (the input's), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == x.device(), op, ": expected ", name, " on ", x.device(), ", got ",
+              t.device());
+}
+
+// A zoneout operand: [N, width] (one row per row of x) or [width] (every row).
+void check_zoneout(const char* op, const Tensor& z, const char* name, const LayerArgs& a,
+                   int64_t width, const Tensor& x) {
+  check_like(op, z, name, x);
+  TORCH_CHECK((z.dim() == 2 && z.size(0) == a.N && z.size(1) == width) ||
+                  (z.dim() == 1 && z.size(0) == width),
+              op, ": expected ", name, " of size [", a.N, ", ", width, "] (one row per row of "
+              "x) or [", width, "], got ", z.sizes());
+}
+
+VariantArgs variant_args(const char* op, const Tensor& x, const OptTensor& batch_sizes,
+                         const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights,
+                         bool has_bias, bool has_proj, bool reverse,
+                         const std::vector<Tensor>& norm, double norm_eps, bool norm_state,
+                         const OptTensor& recurrent_mask, const OptTensor& zoneout_h,
+                         const OptTensor& zoneout_c) {
+  TORCH_CHECK(x.device().is_cpu(), op, ": expected tensors on the CPU, got ", x.device());
+  const auto w = split_direction_weights(op, weights, has_bias, has_proj, false, reverse)[0];
+  VariantArgs v;
+  v.a = check_layer_args(x, batch_sizes, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr);
+  const LayerArgs& a = v.a;
+  const int64_t G = 4 * a.H;
+  TORCH_CHECK(norm.empty() || norm.size() == 6, op, ": expected no norm parameters or six "
+              "(ln_ih weight, bias, ln_hh weight, bias, ln_c weight, bias), got ", norm.size());
+  for (size_t k = 0; k < norm.size(); ++k) {
+    const int64_t want = k < 4 ? G : a.H;
+    check_like(op, norm[k], "a norm parameter", x);
+    TORCH_CHECK(norm[k].dim() == 1 && norm[k].size(0) == want, op, ": expected norm parameter ",
+                k, " of size [", want, "], got ", norm[k].sizes());
+  }
+  TORCH_CHECK(norm_eps >= 0, op, ": expected norm_eps >= 0, got ", norm_eps);
+  if (recurrent_mask) {
+    check_like(op, *recurrent_mask, "recurrent_mask", x);
+    TORCH_CHECK(recurrent_mask->sizes() == at::IntArrayRef({a.B, a.Hout}), op,
+                ": expected recurrent_mask of size [", a.B, ", ", a.Hout, "], got ",
+                recurrent_mask->sizes());
+  }
+  if (zoneout_h) check_zoneout(op, *zoneout_h, "zoneout_h", a, a.Hout, x);
+  if (zoneout_c) check_zoneout(op, *zoneout_c, "zoneout_c", a, a.H, x);
+
+  v.dtype = x.scalar_type();
+  v.compute = compute_dtype(v.dtype);
+  const auto c = [&](const Tensor& t) { return as_compute(t, v.compute); };
+  v.x = c(x).reshape({a.N, a.I});
+  v.h0 = c(h0);
+  v.c0 = c(c0);
+  v.w_ih = c(w.w_ih);
+  v.w_hh = c(w.w_hh);
+  if (has_bias) v.bias = c(*w.b_ih) + c(*w.b_hh);
+  if (has_proj) v.w_hr = c(*w.w_hr);
+  for (const Tensor& t : norm) v.norm.push_back(c(t));
+  v.eps = norm_eps;
+  v.norm_state = norm_state;
+  if (recurrent_mask) v.recurrent_mask = c(*recurrent_mask);
+  if (zoneout_h) v.zoneout_h = c(*zoneout_h);
+  if (zoneout_c) v.zoneout_c = c(*zoneout_c);
+  return v;
+}
+
+template <typename T>
+VariantState<T> state_of(const VariantArgs& v) {
+  const bool norm = !v.norm.empty();
+  const auto zoneout_ld = [](const Tensor& z) { return z.defined() && z.dim() == 2 ? z.size(1) : 0; };
+  return {v.h0.data_ptr<T>(), v.c0.data_ptr<T>(), ptr_or_null<T>(v.recurrent_mask),
+          ptr_or_null<T>(v.zoneout_h), zoneout_ld(v.zoneout_h),
+          ptr_or_null<T>(v.zoneout_c), zoneout_ld(v.zoneout_c),
+          norm ? v.norm[2].data_ptr<T>() : nullptr, norm ? v.norm[3].data_ptr<T>() : nullptr,
+          norm ? v.norm[4].data_ptr<T>() : nullptr, norm ? v.norm[5].data_ptr<T>() : nullptr,
+          static_cast<T>(v.eps), v.norm_state};
+}
+
+// A sequence tensor [N, width] shaped as x ([T, B, width] or [N, width]) in `dtype`.
+Tensor as_sequence(const Tensor& seq, const Tensor& x, at::ScalarType dtype) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = seq.size(1);
+  return seq.view(shape).to(dtype);
+}
+
+using VariantForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, std::vector<Tensor>>;
+
+VariantForwardResult lstm_variant_forward_cpu(
+    const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0, const Tensor& c0,
+    const std::vector<Tensor>& weights, bool has_bias, bool has_proj, bool reverse,
+    const std::vector<Tensor>& norm, double norm_eps, bool norm_state,
+    const OptTensor& recurrent_mask, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
+    bool need_backward) {
+  const VariantArgs v =
+      variant_args("lstm_variant_forward", x, batch_sizes, h0, c0, weights, has_bias, has_proj,
+                   reverse, norm, norm_eps, norm_state, recurrent_mask, zoneout_h, zoneout_c);
+  const LayerArgs& a = v.a;
+  const int64_t G = 4 * a.H;
+  const bool ln = !v.norm.empty();
+  const auto opts = v.x.options();
+  const auto none = [&] { return at::empty({0}, opts); };
+  std::array<Tensor, kSavedCount> saved;
+  for (Tensor& t : saved) t = none();
+  // gates [N, 4H] = LN_ih(x @ w_ih^T), over all steps at once.
+  Tensor gates = at::mm(v.x, v.w_ih.t());
+  if (ln) {  // LN_ih's input is kept for its backward
+    saved[kGx] = gates;
+    auto [normed, mean, rstd] = at::native_layer_norm(gates, {G}, v.norm[0], v.norm[1], v.eps);
+    gates = normed;
+    saved[kGxMean] = mean;
+    saved[kGxRstd] = rstd;
+  }
+  saved[kAct] = gates;
+  if (ln) {
+    saved[kRHat] = at::empty({a.N, G}, opts);
+    saved[kRStats] = at::empty({a.N, 2}, opts);
+    saved[kCStats] = at::empty({a.N, 2}, opts);
+  }
+  saved[kCand] = at::empty({a.N, a.H}, opts);
+  if (has_proj) saved[kHRaw] = at::empty({a.N, a.H}, opts);
+  Tensor y = at::empty({a.N, a.Hout}, opts), cells = at::empty({a.N, a.H}, opts);
+  Tensor h_n = at::empty({a.B, a.Hout}, opts), c_n = at::empty({a.B, a.H}, opts);
+  const Tensor w_hh_t = v.w_hh.t().contiguous();
+  const Tensor w_hr_t = has_proj ? v.w_hr.t().contiguous() : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
+    using T = scalar_t;
+    const VariantForward<T> f{w_hh_t.data_ptr<T>(), ptr_or_null<T>(w_hr_t),
+                              ptr_or_null<T>(v.bias), gates.data_ptr<T>(),
+                              ln ? saved[kRHat].data_ptr<T>() : nullptr,
+                              ln ? saved[kRStats].data_ptr<T>() : nullptr,
+                              saved[kCand].data_ptr<T>(),
+                              ln ? saved[kCStats].data_ptr<T>() : nullptr,
+                              cells.data_ptr<T>(),
+                              has_proj ? saved[kHRaw].data_ptr<T>() : nullptr, y.data_ptr<T>()};
+    lstm_variant_forward_loop<T>(a, reverse, plan_variant_threads(a), state_of<T>(v), f);
+    gather_last_rows<T>(a, reverse, y.data_ptr<T>(), a.Hout, h_n.data_ptr<T>());
+    gather_last_rows<T>(a, reverse, cells.data_ptr<T>(), a.H, c_n.data_ptr<T>());
+  });
+  std::vector<Tensor> saved_list;
+  if (need_backward) saved_list.assign(saved.begin(), saved.end());
+  return {as_sequence(y, x, v.dtype), h_n.to(v.dtype), c_n.to(v.dtype),
+          as_sequence(cells, x, v.dtype), saved_list};
+}
+
+using VariantBackwardResult =
+    std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>, std::vector<Tensor>>;
+
+VariantBackwardResult lstm_variant_backward_cpu(
+    const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
+    const OptTensor& grad_cells, const Tensor& x, const OptTensor& batch_sizes,
+    const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights, bool has_bias,
+    bool has_proj, bool reverse, const std::vector<Tensor>& norm, double norm_eps,
+    bool norm_state, const OptTensor& recurrent_mask, const OptTensor& zoneout_h,
+    const OptTensor& zoneout_c, const Tensor& y, const Tensor& cells,
+    const std::vector<Tensor>& saved) {
+  constexpr const char* op = "lstm_variant_backward";
+  const VariantArgs v = variant_args(op, x, batch_sizes, h0, c0, weights, has_bias, has_proj,
+                                     reverse, norm, norm_eps, norm_state, recurrent_mask,
+                                     zoneout_h, zoneout_c);
+  const LayerArgs& a = v.a;
+  const int64_t G = 4 * a.H;
+  const bool ln = !v.norm.empty();
+  TORCH_CHECK(saved.size() == kSavedCount, op, ": expected ", int(kSavedCount),
+              " saved tensors (from lstm_variant_forward with need_backward=True), got ",
+              saved.size());
+  TORCH_CHECK(saved[kAct].numel() == a.N * G && saved[kCand].numel() == a.N * a.H, op,
+              ": expected saved gates [", a.N, ", ", G, "] and c^ [", a.N, ", ", a.H, "], got ",
+              saved[kAct].sizes(), " and ", saved[kCand].sizes());
+  TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout &&
+                  cells.numel() == a.N * a.H,
+              op, ": expected grad_y and y with ", a.N * a.Hout, " elements and cells with ",
+              a.N * a.H, ", got ", grad_y.sizes(), ", ", y.sizes(), " and ", cells.sizes());
+  TORCH_CHECK(grad_h_n.sizes() == h0.sizes() && grad_c_n.sizes() == c0.sizes(), op,
+              ": expected grad_h_n of size ", h0.sizes(), " and grad_c_n of size ", c0.sizes(),
+              ", got ", grad_h_n.sizes(), " and ", grad_c_n.sizes());
+  if (grad_cells) {
+    TORCH_CHECK(grad_cells->numel() == a.N * a.H, op, ": expected grad_cells with ",
+                a.N * a.H, " elements, got ", grad_cells->sizes());
+  }
+  const auto c = [&](const Tensor& t) { return as_compute(t, v.compute); };
+  const auto opts = v.x.options();
+  const Tensor gy = c(grad_y).reshape({a.N, a.Hout});
+  const Tensor gc = grad_cells ? c(*grad_cells).reshape({a.N, a.H}) : Tensor();
+  const Tensor yc = c(y).reshape({a.N, a.Hout}), cc = c(cells).reshape({a.N, a.H});
+  std::vector<Tensor> s;
+  for (const Tensor& t : saved) s.push_back(c(t));
+  Tensor dh = fresh(grad_h_n, v.compute), dc = fresh(grad_c_n, v.compute);
+  Tensor dgates = at::empty({a.N, G}, opts);
+  Tensor dr = ln ? at::empty({a.N, G}, opts) : Tensor();
+  Tensor d_proj = has_proj ? at::empty({a.N, a.Hout}, opts) : Tensor();
+  Tensor h_in = at::empty({a.N, a.Hout}, opts);
+  const int64_t threads = plan_variant_threads(a);
+  Tensor d_norm = ln ? at::zeros({threads, 2 * G + 2 * a.H}, opts) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_backward", [&] {
+    using T = scalar_t;
+    const VariantBackward<T> b{
+        v.w_hh.data_ptr<T>(), ptr_or_null<T>(v.w_hr), s[kAct].data_ptr<T>(),
+        ln ? s[kRHat].data_ptr<T>() : nullptr, ln ? s[kRStats].data_ptr<T>() : nullptr,
+        s[kCand].data_ptr<T>(), ln ? s[kCStats].data_ptr<T>() : nullptr, cc.data_ptr<T>(),
+        yc.data_ptr<T>(), gy.data_ptr<T>(), ptr_or_null<T>(gc), dh.data_ptr<T>(),
+        dc.data_ptr<T>(), dgates.data_ptr<T>(), ptr_or_null<T>(dr), ptr_or_null<T>(d_proj),
+        h_in.data_ptr<T>(), ptr_or_null<T>(d_norm)};
+    lstm_variant_backward_loop<T>(a, reverse, threads, state_of<T>(v), b);
+  });
+  // The whole-sequence gradients: through LN_ih to x and w_ih; w_hh, the bias, w_hr.
+  Tensor d_gx = dgates;
+  std::vector<Tensor> grad_norm;
+  if (ln) {
+    auto [dx_ln, dw_ih, db_ih] = at::native_layer_norm_backward(
+        dgates, s[kGx], {G}, s[kGxMean], s[kGxRstd], v.norm[0], v.norm[1], {true, true, true});
+    d_gx = dx_ln;
+    const Tensor per = d_norm.sum(0);
+    grad_norm = {dw_ih, db_ih, per.narrow(0, 0, G), per.narrow(0, G, G),
+                 per.narrow(0, 2 * G, a.H), per.narrow(0, 2 * G + a.H, a.H)};
+    for (size_t k = 0; k < grad_norm.size(); ++k) grad_norm[k] = grad_norm[k].to(norm[k].scalar_type());
+  }
+  Tensor grad_x = at::mm(d_gx, v.w_ih).view(x.sizes()).to(v.dtype);
+  std::vector<Tensor> grad_weights{at::mm(d_gx.t(), v.x).to(v.dtype),
+                                   at::mm((ln ? dr : dgates).t(), h_in).to(v.dtype)};
+  if (has_bias) {
+    const Tensor db = dgates.sum(0).to(v.dtype);
+    grad_weights.push_back(db);
+    grad_weights.push_back(db.clone());
+  }
+  if (has_proj) grad_weights.push_back(at::mm(d_proj.t(), s[kHRaw]).to(v.dtype));
+  return {grad_x, dh.to(v.dtype), dc.to(v.dtype), grad_weights, grad_norm};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
+  m.impl("lstm_variant_forward", &lstm_variant_forward_cpu);
+  m.impl("lstm_variant_backward", &lstm_variant_backward_cpu);
+}
+
+}  // namespace fused_lstm::cpu

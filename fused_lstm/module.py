@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import onnx_export, options, segments
+from . import onnx_export, options, segments, variants
 from .lstm_checks import NNLSTMChecks
 from .ops import lstm_layer
 
@@ -42,6 +42,12 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         forget_bias: float = 0.0,
         chrono_init: Optional[float] = None,
         weight_drop: float = 0.0,
+        layer_norm: bool = False,
+        layer_norm_eps: float = 1e-5,
+        layer_norm_cell: str = "hidden",
+        zoneout=0.0,
+        recurrent_dropout: float = 0.0,
+        return_cell_sequence: bool = False,
     ) -> None:
         """nn.LSTM's arguments, then two keyword-only initialisation options, both off by
         default (with them off, the same draws and values as nn.LSTM's initialisation):
@@ -62,6 +68,23 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             (zeroed with probability p, the rest scaled by 1 / (1 - p)); the parameters
             stay as they are, and get their gradients through the mask. Eval mode, and
             p = 0, use the weights as they are (p = 0 draws nothing).
+
+        and the variants that change the recurrence, all off by default (README, "Variants",
+        for the exact formulas; fused_lstm/reference.py, lstm_variant_reference):
+
+        layer_norm: LayerNorm-LSTM: the input and recurrent parts of the gate
+            pre-activations each normalised over their 4H values (parameters
+            layer_norm_ih_l{k}, layer_norm_hh_l{k}), and c normalised (layer_norm_c_l{k})
+            before the tanh that makes h. layer_norm_eps: their eps. layer_norm_cell:
+            "hidden" keeps c un-normalised as the state; "state" carries the normalised c.
+        zoneout: p, or (p_h, p_c): in training mode each unit keeps its previous h (c) with
+            probability p_h (p_c) at every step; in eval mode h = p_h h_prev + (1 - p_h) h_new
+            (and c alike).
+        recurrent_dropout: p: in training mode h is multiplied by a mask, one per sequence
+            and layer direction (0 with probability p, else 1 / (1 - p)), before the
+            recurrent product; none in eval mode.
+        return_cell_sequence: forward also returns c of every step of the last layer
+            (output's layout, H per direction), as a third value (also a forward keyword).
         """
         super().__init__()
         if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
@@ -92,6 +115,10 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             raise ValueError("proj_size has to be smaller than hidden_size")
         forget_bias, chrono_init, weight_drop = options.checked(forget_bias, chrono_init,
                                                                 weight_drop, bias)
+        (layer_norm, layer_norm_eps, layer_norm_cell, zoneout, recurrent_dropout,
+         return_cell_sequence) = variants.checked(layer_norm, layer_norm_eps, layer_norm_cell,
+                                                  zoneout, recurrent_dropout,
+                                                  return_cell_sequence)
 
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -104,6 +131,12 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         self.forget_bias = forget_bias
         self.chrono_init = chrono_init
         self.weight_drop = weight_drop
+        self.layer_norm = layer_norm
+        self.layer_norm_eps = layer_norm_eps
+        self.layer_norm_cell = layer_norm_cell
+        self.zoneout = zoneout
+        self.recurrent_dropout = recurrent_dropout
+        self.return_cell_sequence = return_cell_sequence
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
         real_hidden = proj_size if proj_size > 0 else hidden_size
@@ -123,6 +156,18 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
                 for name, shape in shapes:
                     setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
                 self._all_weights.append([name for name, _ in shapes])
+        # layer_norm: LayerNorms named after the layer direction, beside nn.LSTM's weights
+        # (so an nn.LSTM checkpoint loads with strict=False, missing exactly these).
+        self._norm_modules: List[List[str]] = []
+        if layer_norm:
+            for names in self._all_weights:
+                sfx = names[0][len("weight_ih"):]
+                norms = [(f"layer_norm_ih{sfx}", 4 * hidden_size),
+                         (f"layer_norm_hh{sfx}", 4 * hidden_size),
+                         (f"layer_norm_c{sfx}", hidden_size)]
+                for name, size in norms:
+                    setattr(self, name, nn.LayerNorm(size, eps=layer_norm_eps, **factory))
+                self._norm_modules.append([name for name, _ in norms])
         # nn.LSTM's attributes that code written for it reads.
         self.mode = "LSTM"
         self._flat_weights_names: List[str] = [n for names in self._all_weights for n in names]
@@ -137,11 +182,21 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         self.__dict__.setdefault("forget_bias", 0.0)
         self.__dict__.setdefault("chrono_init", None)
         self.__dict__.setdefault("weight_drop", 0.0)  # pickled before weight_drop: off
+        for name, off in (("layer_norm", False), ("layer_norm_eps", 1e-5),
+                          ("layer_norm_cell", "hidden"), ("zoneout", (0.0, 0.0)),
+                          ("recurrent_dropout", 0.0), ("return_cell_sequence", False),
+                          ("_norm_modules", [])):
+            self.__dict__.setdefault(name, off)  # pickled before the variants: off
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
+        norms = [getattr(self, name) for names in self._norm_modules for name in names]
+        in_norms = {id(p) for norm in norms for p in norm.parameters()}
         for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+            if id(weight) not in in_norms:
+                nn.init.uniform_(weight, -stdv, stdv)
+        for norm in norms:  # gain 1, bias 0
+            norm.reset_parameters()
         options.initialise_biases(self)  # the initialisation options, if any
 
     @property
@@ -194,6 +249,18 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             s += ", chrono_init={chrono_init}"
         if self.weight_drop != 0:
             s += ", weight_drop={weight_drop}"
+        if self.layer_norm:
+            s += ", layer_norm=True"
+            if self.layer_norm_eps != 1e-5:
+                s += ", layer_norm_eps={layer_norm_eps}"
+            if self.layer_norm_cell != "hidden":
+                s += ", layer_norm_cell={layer_norm_cell!r}"
+        if self.zoneout != (0.0, 0.0):
+            s += ", zoneout={zoneout}"
+        if self.recurrent_dropout != 0:
+            s += ", recurrent_dropout={recurrent_dropout}"
+        if self.return_cell_sequence:
+            s += ", return_cell_sequence=True"
         return s.format(**self.__dict__)
 
     @classmethod
@@ -218,11 +285,24 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
                 "or deployed in their place: trained, it would silently train without the "
                 "regularisation. For inference, where weight drop changes nothing, set "
                 "weight_drop = 0.0 on the module (or on a copy of it) first")
+        beyond = variants.beyond_nn_lstm(self, inference=False)
+        if beyond:
+            raise RuntimeError(
+                f"FusedLSTM.to_lstm: this module has {', '.join(beyond)}, which nn.LSTM cannot "
+                "compute; an nn.LSTM in its place would silently give other results (or, for "
+                "a training-mode regulariser, train without it)")
         return self._shared_lstm()
 
     def _shared_lstm(self) -> nn.LSTM:
         """to_lstm's nn.LSTM, without the weight_drop check: for inference-only uses
-        (ONNX export in eval mode, dynamic quantization), where weight drop does nothing."""
+        (ONNX export in eval mode, dynamic quantization), where weight drop does nothing.
+        Refuses the variants that change eval-mode results (recurrent dropout does not)."""
+        beyond = variants.beyond_nn_lstm(self, inference=True)
+        if beyond:
+            raise RuntimeError(
+                f"FusedLSTM with {', '.join(beyond)} has no nn.LSTM equivalent, so it cannot "
+                "become one (ONNX's LSTM op, torch.jit.script and dynamic quantization all "
+                "go through nn.LSTM's form): the result would silently differ")
         weights = self._current_weights()
         names = [n for ns in self._all_weights for n in ns]
         if any(not isinstance(w, nn.Parameter) or self._parameters.get(n) is not w
@@ -254,6 +334,12 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
                 "so the scripted model would silently lose it in training mode. Use "
                 "torch.compile or torch.export; or, for an inference-only model, set "
                 "weight_drop = 0.0 (it does nothing in eval mode) before scripting")
+        beyond = variants.beyond_nn_lstm(self, inference=False)
+        if beyond:
+            raise RuntimeError(
+                f"torch.jit.script: FusedLSTM with {', '.join(beyond)} cannot be scripted: "
+                "script compiles the equivalent nn.LSTM, which has none of these. Use "
+                "torch.compile or torch.export")
         warnings.warn(
             "torch.jit.script: FusedLSTM is scripted as the equivalent nn.LSTM (same "
             "parameters and results, nn.LSTM's kernels). To keep FusedLSTM's kernels in a "
@@ -271,6 +357,9 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             (its initial state for length 0), the reverse direction starts at its last step.
         reset: a mask [T, B] ([B, T] with batch_first; [T] for unbatched input), bool or
             0/1: (h, c) of every layer are zeroed before each step where it is set.
+        return_cell_sequence: bool, overriding the constructor's: also return c of every
+            step of the last layer, (output, (h_n, c_n), cells), cells in output's layout
+            with H per direction (a PackedSequence for packed input).
 
         (They arrive through **options rather than as named keyword-only parameters:
         torch.onnx's TorchScript exporter passes every defaulted parameter of forward
@@ -280,10 +369,18 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             return self._fx_leaf_call(input, hx, options)
         lengths = options.pop("lengths", None)
         reset = options.pop("reset", None)
+        return_cells = options.pop("return_cell_sequence", self.return_cell_sequence)
+        if not isinstance(return_cells, bool):
+            raise TypeError(f"return_cell_sequence should be a bool, got {return_cells!r} of "
+                            f"type {type(return_cells).__name__}")
         if options:
             raise TypeError(f"FusedLSTM.forward() got an unexpected keyword argument "
                             f"'{next(iter(options))}'")
         if onnx_export.in_onnx_export():  # ONNX's LSTM op instead of the fused ops
+            if return_cells:
+                raise NotImplementedError(
+                    "FusedLSTM: ONNX export of a call with return_cell_sequence=True is not "
+                    "supported (ONNX's LSTM op gives no per-step cell states)")
             if lengths is not None or reset is not None:
                 raise NotImplementedError(
                     "FusedLSTM: ONNX export of a call with lengths= or reset= is not "
@@ -346,38 +443,47 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
 
         if lengths is not None or reset is not None:
             steps = x.size(0)
-            y, h_n, c_n = self._run_segments(
+            y, h_n, c_n, cells = self._run_segments(
                 x, None if lengths is None else segments.check_lengths(lengths, steps, batch),
                 None if reset is None else segments.check_reset(reset, steps, batch,
                                                                  self.batch_first),
-                hx, weights)
+                hx, weights, return_cells)
         else:
-            y, h_n, c_n = self._run_layers(x, batch_sizes, hx, batch, weights)
+            y, h_n, c_n, cells = self._run_layers(x, batch_sizes, hx, batch, weights,
+                                                  return_cells)
 
         if packed:
             out = PackedSequence(y, batch_sizes, sorted_indices, unsorted_indices)
             if unsorted_indices is not None:
                 h_n = h_n.index_select(1, unsorted_indices)
                 c_n = c_n.index_select(1, unsorted_indices)
+            if return_cells:
+                return out, (h_n, c_n), PackedSequence(cells, batch_sizes, sorted_indices,
+                                                       unsorted_indices)
             return out, (h_n, c_n)
         if self.batch_first:
             y = y.transpose(0, 1)
+            cells = None if cells is None else cells.transpose(0, 1)
         if not is_batched:
             y = y.squeeze(0 if self.batch_first else 1)
+            cells = None if cells is None else cells.squeeze(0 if self.batch_first else 1)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        if return_cells:
+            return y, (h_n, c_n), cells
         return y, (h_n, c_n)
 
     def step(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None):
         """One time step, for streaming: input [B, I] (or [I] unbatched) and the state
         (h, c) carried from the previous step (None: zeros) -> (output [B, D * Hout]
         (or [D * Hout]), (h_n, c_n)). The same as forward on a sequence of length 1,
-        whatever batch_first says; on the CPU such calls skip the weights' blocked copy."""
+        whatever batch_first says; on the CPU such calls skip the weights' blocked copy.
+        No cell sequence, whatever return_cell_sequence says: the step's c is c_n."""
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):
             raise ValueError("FusedLSTM.step: expected one step, input of shape (B, I) or (I,), "
                              f"got {tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__}")
         batched = input.dim() == 2
         time_dim = 1 if (batched and self.batch_first) else 0
-        output, state = self(input.unsqueeze(time_dim), hx)
+        output, state = self(input.unsqueeze(time_dim), hx, return_cell_sequence=False)
         return output.squeeze(time_dim), state
 
     def _fx_leaf_call(self, input: "torch.fx.Proxy", hx, options):
@@ -441,10 +547,11 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
                 x.new_zeros((directions, batch, self.hidden_size)))
 
     def _run_segments(self, x: Tensor, lengths: Optional[List[int]], reset: Optional[Tensor],
-                      hx: Optional[Tuple[Tensor, Tensor]], weights: List[List[Tensor]]):
+                      hx: Optional[Tuple[Tensor, Tensor]], weights: List[List[Tensor]],
+                      return_cells: bool):
         """All layers over a padded x: [T, B, I] cut into independent segments by checked
         lengths and a bool reset mask [T, B] (fused_lstm/segments.py), as one packed batch;
-        y: [T, B, D*Hout], zero past each length."""
+        y: [T, B, D*Hout] and cells [T, B, D*H] (or None), zero past each length."""
         steps, batch = x.size(0), x.size(1)
         lay = segments.layout(steps, batch, lengths, reset, x.device)
         state_rows = self.num_layers * (2 if self.bidirectional else 1)
@@ -455,19 +562,23 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             autocast = self._autocast_dtypes(x, lay.batch_sizes)  # else _run_layers's
             y_dtype, c_dtype = (x.dtype, x.dtype) if autocast is None else autocast[1:]
             out_size = (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
+            cells = (x.new_zeros((steps, batch, out_size // (self.proj_size or self.hidden_size)
+                                  * self.hidden_size), dtype=c_dtype) if return_cells else None)
             return (x.new_zeros((steps, batch, out_size), dtype=y_dtype),
-                    hx[0].to(y_dtype, copy=True), hx[1].to(c_dtype, copy=True))
+                    hx[0].to(y_dtype, copy=True), hx[1].to(c_dtype, copy=True), cells)
         live_hx = (segments.initial_states(hx[0], lay), segments.initial_states(hx[1], lay))
-        y, h, c = self._run_layers(segments.pack_rows(x, lay), lay.batch_sizes, live_hx,
-                                   lay.segments, weights)
+        y, h, c, cells = self._run_layers(segments.pack_rows(x, lay), lay.batch_sizes, live_hx,
+                                          lay.segments, weights, return_cells)
         return (segments.pad_rows(y, lay, steps, batch), segments.final_states(h, hx[0], lay),
-                segments.final_states(c, hx[1], lay))
+                segments.final_states(c, hx[1], lay),
+                None if cells is None else segments.pad_rows(cells, lay, steps, batch))
 
     def _run_layers(self, x: Tensor, batch_sizes: Optional[Tensor],
                     hx: Optional[Tuple[Tensor, Tensor]], batch: int,
-                    weights: List[List[Tensor]]):
+                    weights: List[List[Tensor]], return_cells: bool = False):
         """All layers and directions. x: [T, B, I] or packed [N, I]; weights: per layer
-        direction, in _all_weights order."""
+        direction, in _all_weights order. Returns y, h_n, c_n and the last layer's cells
+        ([..., D*H]; None unless return_cells)."""
         directions = 2 if self.bidirectional else 1
         if self.weight_drop > 0 and self.training:
             weights = options.drop_recurrent_weights(weights, self.weight_drop)
@@ -479,16 +590,28 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             x = x.to(dtype)
         if hx is not None:
             hx = (hx[0].to(dtype), hx[1].to(dtype))
+        on_variant_op = variants.uses_variant_op(self, return_cells)
+        if on_variant_op:
+            norms = [[getattr(self, name) for name in names] for names in self._norm_modules]
+            norms = [[t.to(dtype) for n in ns for t in (n.weight, n.bias)] for ns in norms]
+            norms = norms or [[] for _ in weights]
 
+        cells = None
         h_n: List[Tensor] = []  # [directions, B, Hout] per layer
         c_n: List[Tensor] = []  # [directions, B, H] per layer
         layer_input = x
         for layer in range(self.num_layers):
             layer_weights = [w for ws in weights[layer * directions:(layer + 1) * directions]
                              for w in ws]
-            layer_input, h, c = lstm_layer(
-                layer_input, batch_sizes, *self._initial_state(hx, x, batch, layer),
-                layer_weights, self.bias, self.proj_size > 0, self.bidirectional)
+            if on_variant_op:
+                here = slice(layer * directions, (layer + 1) * directions)
+                layer_input, h, c, cells = variants.run_layer(
+                    self, layer_input, batch_sizes, *self._initial_state(hx, x, batch, layer),
+                    weights[here], norms[here], batch)
+            else:
+                layer_input, h, c = lstm_layer(
+                    layer_input, batch_sizes, *self._initial_state(hx, x, batch, layer),
+                    layer_weights, self.bias, self.proj_size > 0, self.bidirectional)
             h_n.append(h)
             c_n.append(c)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
@@ -498,7 +621,8 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         c = c_n[0] if len(c_n) == 1 else torch.cat(c_n)
         if autocast is not None:
             y, h, c = y.to(autocast[1]), h.to(autocast[1]), c.to(autocast[2])
-        return y, h, c
+            cells = None if cells is None else cells.to(autocast[2])
+        return y, h, c, cells if return_cells else None
 
 
 def convert(model: nn.Module) -> nn.Module:

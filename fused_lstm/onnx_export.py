@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from . import variants
+
 
 # torch.export (the dynamo exporter) is tracing; torch before 2.5 has is_compiling only.
 _is_exporting = getattr(torch.compiler, "is_exporting", torch.compiler.is_compiling)
@@ -92,6 +94,13 @@ def _refuse(module, input) -> None:
             f"{what} in training mode with weight_drop={module.weight_drop}: ONNX's LSTM has "
             "no weight drop, and the exported model would not drop. Export is for inference, "
             "where weight drop does nothing: call model.eval() first")
+    beyond = variants.beyond_nn_lstm(module, inference=not module.training)
+    if beyond:
+        raise OnnxExportError(
+            f"{what} with {', '.join(beyond)}: ONNX's LSTM op has no layer norm, zoneout, "
+            "recurrent dropout or per-step cell output, and the exported model would silently "
+            "compute something else (recurrent dropout alone exports in eval mode, where it "
+            "does nothing)")
     x = input.data if isinstance(input, PackedSequence) else input
     if torch.is_autocast_enabled(x.device.type):
         raise OnnxExportError(

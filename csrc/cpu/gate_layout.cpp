@@ -55,6 +55,15 @@ void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out) {
 }
 
 template <typename T>
+void rows_to_panels(const T* w, int64_t rows, int64_t K, T* out) {
+  const auto& kernels = vector_kernels<T>();
+  for (int64_t r0 = 0; r0 < rows; r0 += kPanelWidth) {
+    kernels.transpose(w + r0 * K, K, out + r0 * K, kPanelWidth,
+                      std::min(kPanelWidth, rows - r0), K);
+  }
+}
+
+template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
   const auto& kernels = vector_kernels<T>();
   const int64_t G = 4 * H;
@@ -70,6 +79,7 @@ void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out) {
 #define FUSED_LSTM_INSTANTIATE(T)                                                          \
   template void gate_rows_to_blocked<T>(const T*, int64_t, int64_t, T*);                   \
   template void gate_rows_to_panels<T>(const T*, int64_t, int64_t, T*);                    \
+  template void rows_to_panels<T>(const T*, int64_t, int64_t, T*);                         \
   template void blocked_transposed_to_gate_rows<T>(const T*, int64_t, int64_t, T*);
 FUSED_LSTM_INSTANTIATE(float)
 FUSED_LSTM_INSTANTIATE(double)

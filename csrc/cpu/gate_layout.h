@@ -46,6 +46,11 @@ constexpr int64_t kPanelWidth = 4 * kGateChunk;
 template <typename T>
 void gate_rows_to_panels(const T* w, int64_t H, int64_t K, T* out);
 
+// w: [rows, K]  ->  out: [ceil(rows / kPanelWidth), K, kPanelWidth]: w^T in its own
+// column order, as panels of kPanelWidth columns (the variant op's w_hh^T).
+template <typename T>
+void rows_to_panels(const T* w, int64_t rows, int64_t K, T* out);
+
 // g: [K, 4H] blocked columns  ->  out: [4H, K] natural rows (g^T, reordered).
 template <typename T>
 void blocked_transposed_to_gate_rows(const T* g, int64_t H, int64_t K, T* out);

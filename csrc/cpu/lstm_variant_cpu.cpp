@@ -12,7 +12,9 @@
 
 #include "../lstm_layer_args.h"
 #include "../lstm_layer_directions.h"
+#include "cpu_gemm.h"
 #include "cpu_plan.h"
+#include "gate_layout.h"
 #include "lstm_time_loop.h"
 #include "variant_loop.h"
 
@@ -144,7 +146,15 @@ VariantForwardResult lstm_variant_forward_cpu(
   std::array<Tensor, kSavedCount> saved;
   for (Tensor& t : saved) t = none();
   // gates [N, 4H] = LN_ih(x @ w_ih^T), over all steps at once.
-  Tensor gates = at::mm(v.x, v.w_ih.t());
+  Tensor gates = at::empty({a.N, G}, opts);
+  {
+    const Tensor w_ih_t = v.w_ih.t().contiguous();  // [I, 4H]
+    AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
+      parallel_gemm_nn<scalar_t>(a.N, G, a.I, v.x.data_ptr<scalar_t>(), a.I,
+                                 w_ih_t.data_ptr<scalar_t>(), G, gates.data_ptr<scalar_t>(), G,
+                                 false);
+    });
+  }
   if (ln) {  // LN_ih's input is kept for its backward
     saved[kGx] = gates;
     auto [normed, mean, rstd] = at::native_layer_norm(gates, {G}, v.norm[0], v.norm[1], v.eps);
@@ -162,7 +172,10 @@ VariantForwardResult lstm_variant_forward_cpu(
   if (has_proj) saved[kHRaw] = at::empty({a.N, a.H}, opts);
   Tensor y = at::empty({a.N, a.Hout}, opts), cells = at::empty({a.N, a.H}, opts);
   Tensor h_n = at::empty({a.B, a.Hout}, opts), c_n = at::empty({a.B, a.H}, opts);
-  const Tensor w_hh_t = v.w_hh.t().contiguous();
+  Tensor w_hh_t = at::empty({(G + kPanelWidth - 1) / kPanelWidth * kPanelWidth * a.Hout}, opts);
+  AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
+    rows_to_panels<scalar_t>(v.w_hh.data_ptr<scalar_t>(), G, a.Hout, w_hh_t.data_ptr<scalar_t>());
+  });
   const Tensor w_hr_t = has_proj ? v.w_hr.t().contiguous() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
     using T = scalar_t;
@@ -256,15 +269,36 @@ VariantBackwardResult lstm_variant_backward_cpu(
                  per.narrow(0, 2 * G, a.H), per.narrow(0, 2 * G + a.H, a.H)};
     for (size_t k = 0; k < grad_norm.size(); ++k) grad_norm[k] = grad_norm[k].to(norm[k].scalar_type());
   }
-  Tensor grad_x = at::mm(d_gx, v.w_ih).view(x.sizes()).to(v.dtype);
-  std::vector<Tensor> grad_weights{at::mm(d_gx.t(), v.x).to(v.dtype),
-                                   at::mm((ln ? dr : dgates).t(), h_in).to(v.dtype)};
+  // (Our GEMMs rather than at::mm: the BLAS libtorch links is several times slower on
+  // some CPUs, cpu_gemm.h.)
+  d_gx = d_gx.contiguous();
+  const Tensor d_rec = ln ? dr : dgates;
+  Tensor grad_x = at::empty({a.N, a.I}, opts), grad_w_ih = at::empty({G, a.I}, opts);
+  Tensor grad_w_hh = at::empty({G, a.Hout}, opts);
+  Tensor grad_w_hr = has_proj ? at::empty({a.Hout, a.H}, opts) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_backward", [&] {
+    using T = scalar_t;
+    // grad_x [N, I] = d_gx @ w_ih; grad_w_ih [4H, I] = d_gx^T @ x; grad_w_hh [4H, Hout] =
+    // d_rec^T @ h_in; grad_w_hr [Hout, H] = d_proj^T @ h_raw.
+    parallel_gemm_nn<T>(a.N, a.I, G, d_gx.data_ptr<T>(), G, v.w_ih.data_ptr<T>(), a.I,
+                        grad_x.data_ptr<T>(), a.I, false);
+    parallel_gemm_tn<T>(a.N, G, a.I, d_gx.data_ptr<T>(), G, v.x.data_ptr<T>(), a.I,
+                        grad_w_ih.data_ptr<T>(), a.I, false);
+    parallel_gemm_tn<T>(a.N, G, a.Hout, d_rec.data_ptr<T>(), G, h_in.data_ptr<T>(), a.Hout,
+                        grad_w_hh.data_ptr<T>(), a.Hout, false);
+    if (has_proj) {
+      parallel_gemm_tn<T>(a.N, a.Hout, a.H, d_proj.data_ptr<T>(), a.Hout,
+                          s[kHRaw].data_ptr<T>(), a.H, grad_w_hr.data_ptr<T>(), a.H, false);
+    }
+  });
+  std::vector<Tensor> grad_weights{grad_w_ih.to(v.dtype), grad_w_hh.to(v.dtype)};
   if (has_bias) {
     const Tensor db = dgates.sum(0).to(v.dtype);
     grad_weights.push_back(db);
     grad_weights.push_back(db.clone());
   }
-  if (has_proj) grad_weights.push_back(at::mm(d_proj.t(), s[kHRaw]).to(v.dtype));
+  if (has_proj) grad_weights.push_back(grad_w_hr.to(v.dtype));
+  grad_x = grad_x.view(x.sizes()).to(v.dtype);
   return {grad_x, dh.to(v.dtype), dc.to(v.dtype), grad_weights, grad_norm};
 }
 

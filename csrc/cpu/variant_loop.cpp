@@ -123,11 +123,11 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
     // gates [rows, 4H] += LN_hh(h_in @ w_hh^T)
     T* gates = f.gates + v.off * G;
     if (s.ln_hh_w) {
-      gemm_nn<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, G, r_raw.data(), G, false);
+      gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, r_raw.data(), G, false);
       normalise_rows(r_raw.data(), v.rows, G, s.eps, s.ln_hh_w, s.ln_hh_b, f.r_hat + v.off * G,
                      f.r_stats + v.off * 2, gates);
     } else {
-      gemm_nn<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, G, gates, G, true);
+      gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, gates, G, true);
     }
     // The pointwise pass: h~ to h_raw (projecting), h_new (zoneout of h) or y.
     T* h_dst = f.h_raw ? f.h_raw + v.off * H : s.zh ? h_new.data() : f.y + v.off * Hout;

@@ -32,7 +32,8 @@ struct VariantState {
 
 template <typename T>
 struct VariantForward {
-  const T* w_hh_t;  // [Hout, 4H] w_hh^T
+  const T* w_hh_t;  // [Hout, 4H] w_hh^T in panels of 128 columns (rows_to_panels,
+                    // gate_layout.h)
   const T* w_hr_t;  // [H, Hout] w_hr^T, or null
   const T* bias;    // [4H] b_ih + b_hh, or null
   T* gates;    // [N, 4H] in: LN_ih(x @ w_ih^T) (or x @ w_ih^T); out: activated i, f, g, o

@@ -281,6 +281,9 @@ if _extension.extension_loaded():
 
     torch.library.register_autograd("fused_lstm::lstm_variant_forward", _variant_backward,
                                     setup_context=_variant_setup_context)
+    for _name in ("lstm_variant_forward", "lstm_variant_backward"):
+        torch.library.register_vmap(f"fused_lstm::{_name}",
+                                    _vmap_by_loop(getattr(torch.ops.fused_lstm, _name).default))
 
 
 def _differentiable_variant_backward(grad_outputs, args):

@@ -168,5 +168,58 @@ void variant_backward_step(const VariantBackwardStep<T>& s, int64_t rows, int64_
   }
 }
 
+template <typename T>
+void norm_rows(const T* in, int64_t rows, int64_t G, T eps, const T* w, const T* b, T* xhat,
+               T* stats, T* acc) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t W = V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = in + r * G;
+    T mean, rstd;
+    row_moments(row, G, eps, mean, rstd);
+    stats[2 * r] = mean;
+    stats[2 * r + 1] = rstd;
+    T* xh = xhat + r * G;
+    T* a = acc + r * G;
+    for (int64_t j = 0; j < G; j += W) {
+      const int64_t n = std::min<int64_t>(W, G - j);
+      const V x = (V::loadu(row + j, n) - V(mean)) * V(rstd);
+      x.store(xh + j, n);
+      (V::loadu(a + j, n) + x * V::loadu(w + j, n) + V::loadu(b + j, n)).store(a + j, n);
+    }
+  }
+}
+
+template <typename T>
+void norm_rows_backward(const T* d_out, const T* xhat, const T* stats, int64_t rows, int64_t G,
+                        const T* w, T* d_in, T* d_w, T* d_b) {
+  using V = at::vec::Vectorized<T>;
+  constexpr int64_t W = V::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* d = d_out + r * G;
+    const T* xh = xhat + r * G;
+    // Lanes past n load as 0 in d and w, so they add nothing to the sums.
+    V sum_dx(T(0)), sum_dx_xhat(T(0));
+    for (int64_t j = 0; j < G; j += W) {
+      const int64_t n = std::min<int64_t>(W, G - j);
+      const V dv = V::loadu(d + j, n), x = V::loadu(xh + j, n);
+      const V dx = dv * V::loadu(w + j, n);
+      sum_dx = sum_dx + dx;
+      sum_dx_xhat = sum_dx_xhat + dx * x;
+      (V::loadu(d_w + j, n) + dv * x).store(d_w + j, n);
+      (V::loadu(d_b + j, n) + dv).store(d_b + j, n);
+    }
+    const V m1(lane_sum(sum_dx) / static_cast<T>(G));
+    const V m2(lane_sum(sum_dx_xhat) / static_cast<T>(G));
+    const V rstd(stats[2 * r + 1]);
+    T* o = d_in + r * G;
+    for (int64_t j = 0; j < G; j += W) {
+      const int64_t n = std::min<int64_t>(W, G - j);
+      const V dx = V::loadu(d + j, n) * V::loadu(w + j, n);
+      (rstd * (dx - m1 - V::loadu(xh + j, n) * m2)).store(o + j, n);
+    }
+  }
+}
+
 }  // namespace CPU_CAPABILITY
 }  // namespace fused_lstm::cpu

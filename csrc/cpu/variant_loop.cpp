@@ -2,7 +2,6 @@
 #include "variant_loop.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -42,54 +41,6 @@ StepRowsView<T> step_view(const LayerArgs& a, bool reverse, int64_t k, const T* 
   return v;
 }
 
-// LN over each of `rows` rows of `in` [rows, G]: normalised rows to out, mean and
-// 1 / sqrt(var + eps) to stats [rows, 2]; then acc += normalised * w + b.
-template <typename T>
-void normalise_rows(const T* in, int64_t rows, int64_t G, T eps, const T* w, const T* b, T* out,
-                    T* stats, T* acc) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* row = in + r * G;
-    T sum = 0;
-    for (int64_t j = 0; j < G; ++j) sum += row[j];
-    const T mean = sum / static_cast<T>(G);
-    T sq = 0;
-    for (int64_t j = 0; j < G; ++j) sq += (row[j] - mean) * (row[j] - mean);
-    const T rstd = T(1) / std::sqrt(sq / static_cast<T>(G) + eps);
-    stats[2 * r] = mean;
-    stats[2 * r + 1] = rstd;
-    T* o = out + r * G;
-    T* a = acc + r * G;
-    for (int64_t j = 0; j < G; ++j) {
-      o[j] = (row[j] - mean) * rstd;
-      a[j] += o[j] * w[j] + b[j];
-    }
-  }
-}
-
-// LN's backward over `rows` rows: d_in = rstd (d_xhat - mean(d_xhat) - xhat mean(d_xhat
-// xhat)), d_xhat = d_out * w; d_w += d_out * xhat, d_b += d_out.
-template <typename T>
-void normalise_rows_backward(const T* d_out, const T* xhat, const T* stats, int64_t rows,
-                             int64_t G, const T* w, T* d_in, T* d_w, T* d_b) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* d = d_out + r * G;
-    const T* xh = xhat + r * G;
-    T m1 = 0, m2 = 0;
-    for (int64_t j = 0; j < G; ++j) {
-      const T dx = d[j] * w[j];
-      m1 += dx;
-      m2 += dx * xh[j];
-      d_w[j] += d[j] * xh[j];
-      d_b[j] += d[j];
-    }
-    m1 /= static_cast<T>(G);
-    m2 /= static_cast<T>(G);
-    const T rstd = stats[2 * r + 1];
-    T* o = d_in + r * G;
-    for (int64_t j = 0; j < G; ++j) o[j] = rstd * (d[j] * w[j] - m1 - xh[j] * m2);
-  }
-}
-
 // The forward steps of one thread's rows (a: its rows; b0: its first batch row).
 template <typename T>
 void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
@@ -124,8 +75,8 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
     T* gates = f.gates + v.off * G;
     if (s.ln_hh_w) {
       gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, r_raw.data(), G, false);
-      normalise_rows(r_raw.data(), v.rows, G, s.eps, s.ln_hh_w, s.ln_hh_b, f.r_hat + v.off * G,
-                     f.r_stats + v.off * 2, gates);
+      kernels.norm_rows(r_raw.data(), v.rows, G, s.eps, s.ln_hh_w, s.ln_hh_b,
+                        f.r_hat + v.off * G, f.r_stats + v.off * 2, gates);
     } else {
       gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, gates, G, true);
     }
@@ -217,8 +168,9 @@ void backward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
     }
     const T* d_r = b.dgates + v.off * G;  // dL/d(h_in @ w_hh^T)
     if (s.ln_hh_w) {
-      normalise_rows_backward(b.dgates + v.off * G, b.r_hat + v.off * G, b.r_stats + v.off * 2,
-                              v.rows, G, s.ln_hh_w, b.dr + v.off * G, d_norm, d_norm + G);
+      kernels.norm_rows_backward(b.dgates + v.off * G, b.r_hat + v.off * G,
+                                 b.r_stats + v.off * 2, v.rows, G, s.ln_hh_w, b.dr + v.off * G,
+                                 d_norm, d_norm + G);
       d_r = b.dr + v.off * G;
     }
     gemm_nn<T>(v.rows, Hout, G, d_r, G, b.w_hh, Hout, dh_in.data(), Hout, false);

@@ -124,6 +124,15 @@ struct VectorKernels {
   // The variant op's pointwise passes (above): rows [0, rows) of a step, H units.
   void (*variant_forward)(const VariantForwardStep<T>& s, int64_t rows, int64_t H);
   void (*variant_backward)(const VariantBackwardStep<T>& s, int64_t rows, int64_t H);
+  // Layer norm over each row of in [rows, G]: xhat [rows, G] <- (in - mean) * rstd,
+  // stats [rows, 2] <- mean, rstd = 1 / sqrt(var + eps); acc [rows, G] += xhat * w + b.
+  void (*norm_rows)(const T* in, int64_t rows, int64_t G, T eps, const T* w, const T* b,
+                    T* xhat, T* stats, T* acc);
+  // Its backward, from d_out [rows, G] (the gradient reaching xhat * w + b): d_in [rows, G]
+  // <- rstd (dx - mean(dx) - xhat mean(dx xhat)), dx = d_out * w; d_w += d_out * xhat,
+  // d_b += d_out ([G] each).
+  void (*norm_rows_backward)(const T* d_out, const T* xhat, const T* stats, int64_t rows,
+                             int64_t G, const T* w, T* d_in, T* d_w, T* d_b);
   const char* isa;
 };
 

@@ -417,6 +417,7 @@ const VectorKernels<T>* kernel_table(const char* isa) {
   static const VectorKernels<T> table{&forward_step<T>,          &backward_step<T>,
                                       &transpose<T>,             &gemv<T>,
                                       &variant_forward_step<T>, &variant_backward_step<T>,
+                                      &norm_rows<T>,             &norm_rows_backward<T>,
                                       isa};
   return &table;
 }

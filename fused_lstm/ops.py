@@ -206,8 +206,6 @@ def lstm_layer(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
 
 # ---- the variant op: one direction of one layer with the options beyond nn.LSTM ----
 
-VARIANT_SAVED = 9  # tensors the variant op saves for backward (csrc/cpu/lstm_variant_cpu.cpp)
-
 if _extension.extension_loaded():
 
     @torch.library.register_fake("fused_lstm::lstm_variant_forward")
@@ -228,9 +226,11 @@ if _extension.extension_loaded():
             def buf(*shape, present=True):
                 return x.new_empty(shape if present else (0,), dtype=dtype)
 
+            # gates, LN_ih's input normalised and its stats, LN_hh's the same, c^, LN_c's
+            # stats, o * tanh(n) (csrc/cpu/lstm_variant_cpu.cpp, enum Saved)
             saved = [buf(N, 4 * H), buf(N, 4 * H, present=ln), buf(N, 2, present=ln),
-                     buf(N, H), buf(N, 2, present=ln), buf(N, 4 * H, present=ln),
-                     buf(N, 1, present=ln), buf(N, 1, present=ln), buf(N, H, present=has_proj)]
+                     buf(N, 4 * H, present=ln), buf(N, 2, present=ln), buf(N, H),
+                     buf(N, 2, present=ln), buf(N, H, present=has_proj)]
         return (x.new_empty((*x.shape[:-1], Hout)), h0.new_empty(h0.shape),
                 c0.new_empty(c0.shape), x.new_empty((*x.shape[:-1], H)), saved)
 

@@ -1,6 +1,6 @@
 // CPU binding of the variant op (lstm_variant_forward/backward, ops.cpp): checks its
-// arguments, runs the whole-sequence work (x @ w_ih^T and LN_ih over all steps before the
-// loop; the weight gradients after it) and the time loops of variant_loop.h between.
+// arguments, lays out the weights and buffers, runs the time loops of variant_loop.h, and
+// after the backward loop the whole-sequence GEMMs of the gradients.
 // float16 and bfloat16 run in float32 and are rounded back on the way out.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -26,7 +26,7 @@ using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
 // What the forward saves for backward, in this order (empty where not needed).
-enum Saved { kAct, kRHat, kRStats, kCand, kCStats, kGx, kGxMean, kGxRstd, kHRaw, kSavedCount };
+enum Saved { kAct, kGxHat, kGxStats, kRHat, kRStats, kCand, kCStats, kHRaw, kSavedCount };
 
 // The variant op's arguments, checked, in the compute dtype.
 struct VariantArgs {
@@ -112,11 +112,11 @@ template <typename T>
 VariantState<T> state_of(const VariantArgs& v) {
   const bool norm = !v.norm.empty();
   const auto zoneout_ld = [](const Tensor& z) { return z.defined() && z.dim() == 2 ? z.size(1) : 0; };
+  const auto param = [&](int k) { return norm ? v.norm[k].data_ptr<T>() : nullptr; };
   return {v.h0.data_ptr<T>(), v.c0.data_ptr<T>(), ptr_or_null<T>(v.recurrent_mask),
           ptr_or_null<T>(v.zoneout_h), zoneout_ld(v.zoneout_h),
           ptr_or_null<T>(v.zoneout_c), zoneout_ld(v.zoneout_c),
-          norm ? v.norm[2].data_ptr<T>() : nullptr, norm ? v.norm[3].data_ptr<T>() : nullptr,
-          norm ? v.norm[4].data_ptr<T>() : nullptr, norm ? v.norm[5].data_ptr<T>() : nullptr,
+          param(0), param(1), param(2), param(3), param(4), param(5),
           static_cast<T>(v.eps), v.norm_state};
 }
 
@@ -142,51 +142,37 @@ VariantForwardResult lstm_variant_forward_cpu(
   const int64_t G = 4 * a.H;
   const bool ln = !v.norm.empty();
   const auto opts = v.x.options();
-  const auto none = [&] { return at::empty({0}, opts); };
   std::array<Tensor, kSavedCount> saved;
-  for (Tensor& t : saved) t = none();
-  // gates [N, 4H] = LN_ih(x @ w_ih^T), over all steps at once.
-  Tensor gates = at::empty({a.N, G}, opts);
-  {
-    const Tensor w_ih_t = v.w_ih.t().contiguous();  // [I, 4H]
-    AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
-      parallel_gemm_nn<scalar_t>(a.N, G, a.I, v.x.data_ptr<scalar_t>(), a.I,
-                                 w_ih_t.data_ptr<scalar_t>(), G, gates.data_ptr<scalar_t>(), G,
-                                 false);
-    });
+  for (Tensor& t : saved) t = at::empty({0}, opts);
+  if (need_backward) {
+    saved[kAct] = at::empty({a.N, G}, opts);
+    saved[kCand] = at::empty({a.N, a.H}, opts);
+    if (ln) {
+      saved[kGxHat] = at::empty({a.N, G}, opts);
+      saved[kRHat] = at::empty({a.N, G}, opts);
+      for (Saved k : {kGxStats, kRStats, kCStats}) saved[k] = at::empty({a.N, 2}, opts);
+    }
+    if (has_proj) saved[kHRaw] = at::empty({a.N, a.H}, opts);
   }
-  if (ln) {  // LN_ih's input is kept for its backward
-    saved[kGx] = gates;
-    auto [normed, mean, rstd] = at::native_layer_norm(gates, {G}, v.norm[0], v.norm[1], v.eps);
-    gates = normed;
-    saved[kGxMean] = mean;
-    saved[kGxRstd] = rstd;
-  }
-  saved[kAct] = gates;
-  if (ln) {
-    saved[kRHat] = at::empty({a.N, G}, opts);
-    saved[kRStats] = at::empty({a.N, 2}, opts);
-    saved[kCStats] = at::empty({a.N, 2}, opts);
-  }
-  saved[kCand] = at::empty({a.N, a.H}, opts);
-  if (has_proj) saved[kHRaw] = at::empty({a.N, a.H}, opts);
   Tensor y = at::empty({a.N, a.Hout}, opts), cells = at::empty({a.N, a.H}, opts);
   Tensor h_n = at::empty({a.B, a.Hout}, opts), c_n = at::empty({a.B, a.H}, opts);
-  Tensor w_hh_t = at::empty({(G + kPanelWidth - 1) / kPanelWidth * kPanelWidth * a.Hout}, opts);
-  AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
-    rows_to_panels<scalar_t>(v.w_hh.data_ptr<scalar_t>(), G, a.Hout, w_hh_t.data_ptr<scalar_t>());
-  });
+  const auto panels = [&](int64_t K) {
+    return at::empty({(G + kPanelWidth - 1) / kPanelWidth * kPanelWidth * K}, opts);
+  };
+  Tensor w_ih_t = panels(a.I), w_hh_t = panels(a.Hout);
   const Tensor w_hr_t = has_proj ? v.w_hr.t().contiguous() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_forward", [&] {
     using T = scalar_t;
-    const VariantForward<T> f{w_hh_t.data_ptr<T>(), ptr_or_null<T>(w_hr_t),
-                              ptr_or_null<T>(v.bias), gates.data_ptr<T>(),
-                              ln ? saved[kRHat].data_ptr<T>() : nullptr,
-                              ln ? saved[kRStats].data_ptr<T>() : nullptr,
-                              saved[kCand].data_ptr<T>(),
-                              ln ? saved[kCStats].data_ptr<T>() : nullptr,
-                              cells.data_ptr<T>(),
-                              has_proj ? saved[kHRaw].data_ptr<T>() : nullptr, y.data_ptr<T>()};
+    rows_to_panels<T>(v.w_ih.data_ptr<T>(), G, a.I, w_ih_t.data_ptr<T>());
+    rows_to_panels<T>(v.w_hh.data_ptr<T>(), G, a.Hout, w_hh_t.data_ptr<T>());
+    const auto out = [&](Saved k) {
+      return need_backward && saved[k].numel() ? saved[k].data_ptr<T>() : nullptr;
+    };
+    const VariantForward<T> f{v.x.data_ptr<T>(), w_ih_t.data_ptr<T>(), w_hh_t.data_ptr<T>(),
+                              ptr_or_null<T>(w_hr_t), ptr_or_null<T>(v.bias), need_backward,
+                              out(kAct), out(kGxHat), out(kGxStats), out(kRHat), out(kRStats),
+                              out(kCand), out(kCStats), out(kHRaw), cells.data_ptr<T>(),
+                              y.data_ptr<T>()};
     lstm_variant_forward_loop<T>(a, reverse, plan_variant_threads(a), state_of<T>(v), f);
     gather_last_rows<T>(a, reverse, y.data_ptr<T>(), a.Hout, h_n.data_ptr<T>());
     gather_last_rows<T>(a, reverse, cells.data_ptr<T>(), a.H, c_n.data_ptr<T>());
@@ -241,37 +227,36 @@ VariantBackwardResult lstm_variant_backward_cpu(
   for (const Tensor& t : saved) s.push_back(c(t));
   Tensor dh = fresh(grad_h_n, v.compute), dc = fresh(grad_c_n, v.compute);
   Tensor dgates = at::empty({a.N, G}, opts);
+  Tensor d_gx = ln ? at::empty({a.N, G}, opts) : dgates;
   Tensor dr = ln ? at::empty({a.N, G}, opts) : Tensor();
   Tensor d_proj = has_proj ? at::empty({a.N, a.Hout}, opts) : Tensor();
   Tensor h_in = at::empty({a.N, a.Hout}, opts);
   const int64_t threads = plan_variant_threads(a);
-  Tensor d_norm = ln ? at::zeros({threads, 2 * G + 2 * a.H}, opts) : Tensor();
+  Tensor d_norm = ln ? at::zeros({threads, variant_norm_grads(a.H)}, opts) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(v.compute, "lstm_variant_backward", [&] {
     using T = scalar_t;
     const VariantBackward<T> b{
         v.w_hh.data_ptr<T>(), ptr_or_null<T>(v.w_hr), s[kAct].data_ptr<T>(),
+        ln ? s[kGxHat].data_ptr<T>() : nullptr, ln ? s[kGxStats].data_ptr<T>() : nullptr,
         ln ? s[kRHat].data_ptr<T>() : nullptr, ln ? s[kRStats].data_ptr<T>() : nullptr,
         s[kCand].data_ptr<T>(), ln ? s[kCStats].data_ptr<T>() : nullptr, cc.data_ptr<T>(),
         yc.data_ptr<T>(), gy.data_ptr<T>(), ptr_or_null<T>(gc), dh.data_ptr<T>(),
-        dc.data_ptr<T>(), dgates.data_ptr<T>(), ptr_or_null<T>(dr), ptr_or_null<T>(d_proj),
+        dc.data_ptr<T>(), dgates.data_ptr<T>(), ln ? d_gx.data_ptr<T>() : nullptr,
+        ptr_or_null<T>(dr), ptr_or_null<T>(d_proj),
         h_in.data_ptr<T>(), ptr_or_null<T>(d_norm)};
     lstm_variant_backward_loop<T>(a, reverse, threads, state_of<T>(v), b);
   });
-  // The whole-sequence gradients: through LN_ih to x and w_ih; w_hh, the bias, w_hr.
-  Tensor d_gx = dgates;
+  // The whole-sequence gradients of x and the weights.
   std::vector<Tensor> grad_norm;
   if (ln) {
-    auto [dx_ln, dw_ih, db_ih] = at::native_layer_norm_backward(
-        dgates, s[kGx], {G}, s[kGxMean], s[kGxRstd], v.norm[0], v.norm[1], {true, true, true});
-    d_gx = dx_ln;
     const Tensor per = d_norm.sum(0);
-    grad_norm = {dw_ih, db_ih, per.narrow(0, 0, G), per.narrow(0, G, G),
-                 per.narrow(0, 2 * G, a.H), per.narrow(0, 2 * G + a.H, a.H)};
-    for (size_t k = 0; k < grad_norm.size(); ++k) grad_norm[k] = grad_norm[k].to(norm[k].scalar_type());
+    for (int k = 0; k < 6; ++k) {
+      const int64_t width = k < 4 ? G : a.H, from = k < 4 ? k * G : 4 * G + (k - 4) * a.H;
+      grad_norm.push_back(per.narrow(0, from, width).to(norm[k].scalar_type()));
+    }
   }
   // (Our GEMMs rather than at::mm: the BLAS libtorch links is several times slower on
   // some CPUs, cpu_gemm.h.)
-  d_gx = d_gx.contiguous();
   const Tensor d_rec = ln ? dr : dgates;
   Tensor grad_x = at::empty({a.N, a.I}, opts), grad_w_ih = at::empty({G, a.I}, opts);
   Tensor grad_w_hh = at::empty({G, a.Hout}, opts);

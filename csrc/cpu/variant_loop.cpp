@@ -41,22 +41,51 @@ StepRowsView<T> step_view(const LayerArgs& a, bool reverse, int64_t k, const T* 
   return v;
 }
 
+// A per-row buffer of the forward: rows of every step (base, saved for backward), or
+// the thread's scratch of its own rows, reused every step.
+template <typename T>
+struct RowBuffer {
+  T* base;
+  int64_t width;
+  std::vector<T> scratch;
+  RowBuffer(T* saved, int64_t width_, int64_t rows, bool needed)
+      : base(saved), width(width_), scratch(saved || !needed ? 0 : rows * width_) {}
+  // The first row of the step whose rows start at row `off` of x.
+  T* at(int64_t off) { return base ? base + off * width : scratch.data(); }
+};
+
 // The forward steps of one thread's rows (a: its rows; b0: its first batch row).
 template <typename T>
 void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
                   const VariantForward<T>& f, int64_t b0) {
   const auto& kernels = vector_kernels<T>();
   const int64_t H = a.H, G = 4 * H, Hout = a.Hout, B = a.B;
+  const bool ln = s.ln_ih_w != nullptr;
   const T* h0 = s.h0 + b0 * Hout;
   const T* c0 = s.c0 + b0 * H;
   const T* mask = s.recurrent_mask ? s.recurrent_mask + b0 * Hout : nullptr;
-  std::vector<T> h_in(B * Hout), r_raw(s.ln_hh_w ? B * G : 0), h_new(s.zh ? B * Hout : 0);
+  RowBuffer<T> gates(f.gates, G, B, true), gx_hat(f.gx_hat, G, B, ln),
+      gx_stats(f.gx_stats, 2, B, ln), r_hat(f.r_hat, G, B, ln), r_stats(f.r_stats, 2, B, ln),
+      cand(f.cand, H, B, true), c_stats(f.c_stats, 2, B, ln),
+      h_raw(f.h_raw, H, B, f.w_hr_t != nullptr);
+  std::vector<T> h_in(B * Hout), raw(ln ? B * G : 0), h_new(s.zh ? B * Hout : 0);
   for (int64_t k = 0; k < a.T; ++k) {
     const StepRowsView<T> v = step_view(a, reverse, k, f.y, f.cells);
     if (v.rows == 0) continue;
     const auto h_prev = [&](int64_t r) {
       return r < v.from_prev ? v.y_prev + r * Hout : h0 + r * Hout;
     };
+    // g [rows, 4H] = LN_ih(x_t @ w_ih^T)
+    T* g = gates.at(v.off);
+    const T* x = f.x + v.off * a.I;
+    if (ln) {
+      gemm_nn_panels<T>(v.rows, G, a.I, x, a.I, f.w_ih_t, raw.data(), G, false);
+      std::fill(g, g + v.rows * G, T(0));
+      kernels.norm_rows(raw.data(), v.rows, G, s.eps, s.ln_ih_w, s.ln_ih_b, gx_hat.at(v.off),
+                        gx_stats.at(v.off), g);
+    } else {
+      gemm_nn_panels<T>(v.rows, G, a.I, x, a.I, f.w_ih_t, g, G, false);
+    }
     // h_in [rows, Hout] = h_prev * mask
     const T* A = v.y_prev;
     if (mask || v.from_prev < v.rows) {
@@ -71,33 +100,34 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
       }
       A = h_in.data();
     }
-    // gates [rows, 4H] += LN_hh(h_in @ w_hh^T)
-    T* gates = f.gates + v.off * G;
-    if (s.ln_hh_w) {
-      gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, r_raw.data(), G, false);
-      kernels.norm_rows(r_raw.data(), v.rows, G, s.eps, s.ln_hh_w, s.ln_hh_b,
-                        f.r_hat + v.off * G, f.r_stats + v.off * 2, gates);
+    // g += LN_hh(h_in @ w_hh^T)
+    if (ln) {
+      gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, raw.data(), G, false);
+      kernels.norm_rows(raw.data(), v.rows, G, s.eps, s.ln_hh_w, s.ln_hh_b, r_hat.at(v.off),
+                        r_stats.at(v.off), g);
     } else {
-      gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, gates, G, true);
+      gemm_nn_panels<T>(v.rows, G, Hout, A, Hout, f.w_hh_t, g, G, true);
     }
     // The pointwise pass: h~ to h_raw (projecting), h_new (zoneout of h) or y.
-    T* h_dst = f.h_raw ? f.h_raw + v.off * H : s.zh ? h_new.data() : f.y + v.off * Hout;
-    const int64_t h_ld = f.h_raw ? H : Hout;
+    T* hr = f.w_hr_t ? h_raw.at(v.off) : nullptr;
+    T* h_dst = hr ? hr : s.zh ? h_new.data() : f.y + v.off * Hout;
+    const int64_t h_ld = hr ? H : Hout;
+    T* cd = cand.at(v.off);
+    T* cs = ln ? c_stats.at(v.off) : nullptr;
     for (int part = 0; part < 2; ++part) {
       const int64_t r0 = part == 0 ? 0 : v.from_prev, r1 = part == 0 ? v.from_prev : v.rows;
       if (r0 >= r1) continue;
       const T* cp = part == 0 ? v.cells_prev : c0 + r0 * H;
-      const VariantForwardStep<T> st{gates + r0 * G, G, f.bias, cp, H,
+      const VariantForwardStep<T> st{g + r0 * G, G, f.bias, cp, H,
                                      s.zc ? s.zc + (v.off + r0) * s.zc_ld : nullptr, s.zc_ld,
                                      s.ln_c_w, s.ln_c_b, s.eps, s.norm_state,
-                                     f.cand + (v.off + r0) * H, H,
-                                     f.c_stats ? f.c_stats + (v.off + r0) * 2 : nullptr,
+                                     cd + r0 * H, H, cs ? cs + r0 * 2 : nullptr,
                                      f.cells + (v.off + r0) * H, H, h_dst + r0 * h_ld, h_ld};
       kernels.variant_forward(st, r1 - r0, H);
     }
-    if (f.w_hr_t) {
-      gemm_nn<T>(v.rows, Hout, H, f.h_raw + v.off * H, H, f.w_hr_t, Hout,
-                 s.zh ? h_new.data() : f.y + v.off * Hout, Hout, false);
+    if (hr) {
+      gemm_nn<T>(v.rows, Hout, H, hr, H, f.w_hr_t, Hout, s.zh ? h_new.data() : f.y + v.off * Hout,
+                 Hout, false);
     }
     if (s.zh) {  // h_t = h~ + z_h (h_prev - h~)
       for (int64_t r = 0; r < v.rows; ++r) {
@@ -162,15 +192,18 @@ void backward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
           b.c_stats ? b.c_stats + (v.off + r0) * 2 : nullptr, cp, H,
           s.zc ? s.zc + (v.off + r0) * s.zc_ld : nullptr, s.zc_ld, s.ln_c_w, s.ln_c_b,
           s.norm_state, g_h + r0 * g_h_ld, g_h_ld, dc + r0 * H, H,
-          b.dgates + (v.off + r0) * G, G, d_norm ? d_norm + 2 * G : nullptr,
-          d_norm ? d_norm + 2 * G + H : nullptr, work.data()};
+          b.dgates + (v.off + r0) * G, G, d_norm ? d_norm + 4 * G : nullptr,
+          d_norm ? d_norm + 4 * G + H : nullptr, work.data()};
       kernels.variant_backward(st, r1 - r0, H);
     }
     const T* d_r = b.dgates + v.off * G;  // dL/d(h_in @ w_hh^T)
-    if (s.ln_hh_w) {
+    if (s.ln_hh_w) {  // through LN_ih and LN_hh
+      kernels.norm_rows_backward(b.dgates + v.off * G, b.gx_hat + v.off * G,
+                                 b.gx_stats + v.off * 2, v.rows, G, s.ln_ih_w,
+                                 b.d_gx + v.off * G, d_norm, d_norm + G);
       kernels.norm_rows_backward(b.dgates + v.off * G, b.r_hat + v.off * G,
                                  b.r_stats + v.off * 2, v.rows, G, s.ln_hh_w, b.dr + v.off * G,
-                                 d_norm, d_norm + G);
+                                 d_norm + 2 * G, d_norm + 3 * G);
       d_r = b.dr + v.off * G;
     }
     gemm_nn<T>(v.rows, Hout, G, d_r, G, b.w_hh, Hout, dh_in.data(), Hout, false);
@@ -207,7 +240,7 @@ void lstm_variant_forward_loop(const LayerArgs& a, bool reverse, int64_t threads
 template <typename T>
 void lstm_variant_backward_loop(const LayerArgs& a, bool reverse, int64_t threads,
                                 const VariantState<T>& s, const VariantBackward<T>& b) {
-  const int64_t per_thread = 2 * 4 * a.H + 2 * a.H;
+  const int64_t per_thread = variant_norm_grads(a.H);
   if (threads <= 1) {
     backward_rows(a, reverse, s, b, 0, b.d_norm);
     return;

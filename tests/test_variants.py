@@ -1,0 +1,512 @@
+"""FusedLSTM's variants beyond nn.LSTM: layer_norm (layer_norm_eps, layer_norm_cell),
+zoneout, recurrent_dropout and return_cell_sequence, and the variant op under them
+(torch.ops.fused_lstm.lstm_variant_forward, through fused_lstm.ops.lstm_variant).
+
+The module is checked against an independent formulation written here (`independent`): a
+plain per-sequence, per-step loop of the formulas (README "Variants"), with its own layer
+norm, that does not use fused_lstm.reference. Training-mode masks are reproduced by
+re-seeding and drawing them as FusedLSTM documents it (fused_lstm/variants.py, _masks): per
+layer and direction in order, recurrent mask [B, Hout] = bernoulli(1 - p) / (1 - p), then
+zoneout_h [rows, Hout] = bernoulli(p_h), then zoneout_c [rows, H] = bernoulli(p_c), rows
+those of the time-major (or packed) input. The op itself is checked against
+lstm_variant_reference, by gradcheck and by torch.library.opcheck.
+"""
+
+import copy
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+import fused_lstm
+from fused_lstm import FusedLSTM
+from fused_lstm.ops import lstm_variant
+from fused_lstm.reference import lstm_variant_reference
+
+from helpers import rel_err
+
+pytestmark = [
+    pytest.mark.usefixtures("one_intra_op_thread"),
+    # torch's own notices (torch.jit.script, export), not ours
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+needs_extension = pytest.mark.skipif(not fused_lstm.extension_loaded(),
+                                     reason="compiled extension not built")
+
+
+# ---- the independent formulation ----
+
+def layer_norm(v, weight, bias, eps):
+    """LN over the last dimension, written out: biased variance, as nn.LayerNorm."""
+    mean = v.mean(-1, keepdim=True)
+    var = ((v - mean) ** 2).mean(-1, keepdim=True)
+    return (v - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def direction_params(module, layer, d):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr, norms) of one layer direction, read by name; norms is
+    None without layer_norm, else (ln_ih, ln_hh, ln_c) as (weight, bias) pairs."""
+    sfx = f"_l{layer}{'_reverse' if d else ''}"
+    get = lambda name: getattr(module, name + sfx, None)  # noqa: E731
+    norms = None
+    if module.layer_norm:
+        norms = [(ln.weight, ln.bias) for ln in (get("layer_norm_ih"), get("layer_norm_hh"),
+                                                 get("layer_norm_c"))]
+    return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"), norms
+
+
+def one_direction(xs, h, c, params, eps, state, reverse, keep, z_h, z_c):
+    """One sequence (xs [L, I]; h [Hout], c [H]) through one layer direction, step by step.
+    keep: [Hout] or None; z_h: [L, Hout] (per step) or a float, z_c alike. Returns the
+    outputs [L, Hout], the cells [L, H], and the last h, c."""
+    w_ih, w_hh, b_ih, b_hh, w_hr, norms = params
+    H = w_hh.shape[0] // 4
+    L = xs.shape[0]
+    ys, cs = [None] * L, [None] * L
+
+    def at(z, t):
+        return z if not isinstance(z, torch.Tensor) else z[t]
+
+    for t in (range(L - 1, -1, -1) if reverse else range(L)):
+        h_in = h if keep is None else h * keep
+        gx = torch.mv(w_ih, xs[t])
+        gh = torch.mv(w_hh, h_in)
+        if norms is not None:
+            gx = layer_norm(gx, *norms[0], eps)
+            gh = layer_norm(gh, *norms[1], eps)
+        a = gx + gh
+        if b_ih is not None:
+            a = a + b_ih + b_hh
+        i, f = torch.sigmoid(a[:H]), torch.sigmoid(a[H:2 * H])
+        g, o = torch.tanh(a[2 * H:3 * H]), torch.sigmoid(a[3 * H:])
+        c_hat = f * c + i * g
+        n = c_hat if norms is None else layer_norm(c_hat, *norms[2], eps)
+        c_new = n if (norms is not None and state) else c_hat
+        h_new = o * torch.tanh(n)
+        if w_hr is not None:
+            h_new = torch.mv(w_hr, h_new)
+        zc, zh = at(z_c, t), at(z_h, t)
+        c = c_new if zc is None else zc * c + (1 - zc) * c_new
+        h = h_new if zh is None else zh * h + (1 - zh) * h_new
+        ys[t], cs[t] = h, c
+    return torch.stack(ys), torch.stack(cs), h, c
+
+
+def independent(module, seqs, h0, c0, masks):
+    """All layers and directions of `module` on each sequence of `seqs` (list of [L_b, I],
+    in batch order) on its own. h0 [LD, B, Hout], c0 [LD, B, H] (zeros when None). masks(k, b,
+    L) gives (keep, z_h, z_c) of layer direction k for sequence b. Returns the outputs [L_b,
+    D*Hout] and the last layer's cells [L_b, D*H] of each sequence, h_n and c_n."""
+    D = 2 if module.bidirectional else 1
+    Hout, H = module.proj_size or module.hidden_size, module.hidden_size
+    B = len(seqs)
+    like = seqs[0]
+    if h0 is None:
+        h0 = like.new_zeros(module.num_layers * D, B, Hout)
+        c0 = like.new_zeros(module.num_layers * D, B, H)
+    eps, state = module.layer_norm_eps, module.layer_norm_cell == "state"
+    inputs = list(seqs)
+    h_n = [[None] * B for _ in range(module.num_layers * D)]
+    c_n = [[None] * B for _ in range(module.num_layers * D)]
+    cells = None
+    for layer in range(module.num_layers):
+        outs, cells = [], []
+        for b, xs in enumerate(inputs):
+            ys_b, cs_b = [], []
+            for d in range(D):
+                k = layer * D + d
+                ys, cs, h, c = one_direction(xs, h0[k, b], c0[k, b],
+                                             direction_params(module, layer, d), eps, state,
+                                             d == 1, *masks(k, b, xs.shape[0]))
+                ys_b.append(ys)
+                cs_b.append(cs)
+                h_n[k][b], c_n[k][b] = h, c
+            outs.append(torch.cat(ys_b, -1))
+            cells.append(torch.cat(cs_b, -1))
+        inputs = outs
+    return (inputs, cells, torch.stack([torch.stack(r) for r in h_n]),
+            torch.stack([torch.stack(r) for r in c_n]))
+
+
+def draw_masks(module, rows, batch, dtype):
+    """The masks a training-mode call draws (call after seeding as before the call): per
+    layer direction in order (keep [B, Hout] or None, z_h [rows, Hout] or None, z_c [rows,
+    H] or None)."""
+    D = 2 if module.bidirectional else 1
+    Hout, H = module.proj_size or module.hidden_size, module.hidden_size
+    p, (p_h, p_c) = module.recurrent_dropout, module.zoneout
+    drawn = []
+    for _ in range(module.num_layers * D):
+        keep = (torch.empty(batch, Hout, dtype=dtype).bernoulli_(1 - p) / (1 - p)
+                if p > 0 else None)
+        z_h = torch.empty(rows, Hout, dtype=dtype).bernoulli_(p_h) if p_h > 0 else None
+        z_c = torch.empty(rows, H, dtype=dtype).bernoulli_(p_c) if p_c > 0 else None
+        drawn.append((keep, z_h, z_c))
+    return drawn
+
+
+def eval_masks(module):
+    p_h, p_c = module.zoneout
+    return lambda k, b, L: (None, p_h if p_h > 0 else None, p_c if p_c > 0 else None)
+
+
+def training_masks(drawn, row_of):
+    """masks() for `independent` from draw_masks' tensors: row_of(b, t) is the row of x
+    (time-major or packed) of sequence b at step t, and row_of(b, None) its batch position
+    (the recurrent mask's row)."""
+    def masks(k, b, L):
+        keep, z_h, z_c = drawn[k]
+        rows = torch.tensor([row_of(b, t) for t in range(L)])
+        return (None if keep is None else keep[row_of(b, None)],
+                None if z_h is None else z_h[rows], None if z_c is None else z_c[rows])
+    return masks
+
+
+# ---- the module under test, with random parameters ----
+
+def make_model(dtype=torch.float64, seed=0, **cfg):
+    """A FusedLSTM with every parameter random, LayerNorm weights and biases included (not
+    their initial ones and zeros)."""
+    torch.manual_seed(seed)
+    model = FusedLSTM(dtype=dtype, **cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("layer_norm") and name.endswith("weight"):
+                p.uniform_(0.5, 1.5)
+            else:
+                p.uniform_(-0.6, 0.6)
+    return model
+
+
+def out_size(cfg):
+    D = 2 if cfg.get("bidirectional") else 1
+    return D * (cfg.get("proj_size") or cfg["hidden_size"]), D * cfg["hidden_size"]
+
+
+class Case:
+    """A random batch for `model` in one layout: "dense", "batch_first", "packed",
+    "unbatched"; `seqs` are the sequences in batch order (views of the leaf `x`), and
+    `views` cuts a module result into the same sequences."""
+
+    def __init__(self, model, layout, lengths, dtype, with_hx, seed=1):
+        torch.manual_seed(seed)
+        I, T, B = model.input_size, max(lengths), len(lengths)
+        self.layout, self.lengths = layout, lengths
+        D = 2 if model.bidirectional else 1
+        Hout, H = model.proj_size or model.hidden_size, model.hidden_size
+        g = dict(dtype=dtype, requires_grad=True)
+        if layout == "unbatched":
+            assert B == 1
+            self.x = torch.randn(T, I, **g)
+            self.seqs = [self.x]
+        elif layout == "batch_first":
+            self.x = torch.randn(B, T, I, **g)
+            self.seqs = [self.x[b, :lengths[b]] for b in range(B)]
+        else:
+            self.x = torch.randn(T, B, I, **g)
+            self.seqs = [self.x[:lengths[b], b] for b in range(B)]
+        self.input = self.x
+        if layout == "packed":
+            self.input = pack_padded_sequence(self.x, torch.tensor(lengths), enforce_sorted=False)
+        else:
+            assert all(n == T for n in lengths)
+        self.hx = None
+        self.h0 = self.c0 = None
+        if with_hx:
+            self.h0 = torch.randn(model.num_layers * D, B, Hout, **g)
+            self.c0 = torch.randn(model.num_layers * D, B, H, **g)
+            self.hx = ((self.h0[:, 0], self.c0[:, 0]) if layout == "unbatched"
+                       else (self.h0, self.c0))
+
+    def rows(self):
+        """(rows of the time-major / packed input, batch) as FusedLSTM's masks see them."""
+        if self.layout == "packed":
+            return self.input.data.shape[0], len(self.lengths)
+        return max(self.lengths) * len(self.lengths), len(self.lengths)
+
+    def row_of(self, b, t):
+        B = len(self.lengths)
+        if self.layout != "packed":
+            return b if t is None else t * B + b
+        pos = int(self.input.unsorted_indices[b])
+        if t is None:
+            return pos
+        sizes = self.input.batch_sizes.tolist()
+        return sum(sizes[:t]) + pos
+
+    def views(self, seq):
+        """Cut a module output (tensor or PackedSequence) into the sequences."""
+        if self.layout == "unbatched":
+            return [seq]
+        if self.layout == "packed":
+            padded, _ = pad_packed_sequence(seq)
+            return [padded[:n, b] for b, n in enumerate(self.lengths)]
+        if self.layout == "batch_first":
+            return [seq[b] for b in range(len(self.lengths))]
+        return [seq[:, b] for b in range(len(self.lengths))]
+
+    def state(self, t):
+        return t.unsqueeze(1) if self.layout == "unbatched" else t
+
+    def leaves(self):
+        return [t for t in (self.x, self.h0, self.c0) if t is not None]
+
+
+def loss_of(seqs, cells, h_n, c_n, seed=5):
+    """A loss weighing every element of every output differently (the same weights for
+    both sides, whatever their dtype: they depend on shapes only)."""
+    gen = torch.Generator().manual_seed(seed)
+    parts = list(seqs) + list(cells) + [h_n, c_n]
+    return sum((p * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)).sum()
+               for p in parts)
+
+
+def assert_close(got, want, tol, what):
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
+    err = rel_err(got, want)
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:g}"
+
+
+def cast_case(case, dtype):
+    """The same batch in another dtype, with leaves of its own."""
+    new = copy.copy(case)
+    new.x = case.x.detach().to(dtype).requires_grad_()
+    new.input = new.x
+    if case.layout == "packed":
+        new.input = pack_padded_sequence(new.x, torch.tensor(case.lengths),
+                                         enforce_sorted=False)
+    L = case.lengths
+    new.seqs = ([new.x] if case.layout == "unbatched"
+                else [new.x[b, :n] for b, n in enumerate(L)] if case.layout == "batch_first"
+                else [new.x[:n, b] for b, n in enumerate(L)])
+    new.h0 = new.c0 = new.hx = None
+    if case.h0 is not None:
+        new.h0 = case.h0.detach().to(dtype).requires_grad_()
+        new.c0 = case.c0.detach().to(dtype).requires_grad_()
+        new.hx = ((new.h0[:, 0], new.c0[:, 0]) if case.layout == "unbatched"
+                  else (new.h0, new.c0))
+    return new
+
+
+def check_against_independent(model, case, masks, tol, ref=None):
+    """Run model on case (with return_cell_sequence=True) and the independent loop on the
+    same parameters and batch (or on ref = (model, case): a float64 copy of both), compare
+    outputs, cells, h_n, c_n, and the gradients of x, h0, c0 and every parameter."""
+    ref_model, ref_case = (model, case) if ref is None else ref
+    args = (case.input,) if case.hx is None else (case.input, case.hx)
+    out, (h_n, c_n), cells = model(*args, return_cell_sequence=True)
+    got = (case.views(out), case.views(cells), case.state(h_n), case.state(c_n))
+    want = independent(ref_model, ref_case.seqs, ref_case.h0, ref_case.c0, masks)
+    for name, g, w in zip(("output", "cells"), got[:2], want[:2]):
+        assert len(g) == len(w)
+        for b, (gb, wb) in enumerate(zip(g, w)):
+            assert_close(gb, wb, tol, f"{name} of sequence {b}")
+    assert_close(got[2], want[2], tol, "h_n")
+    assert_close(got[3], want[3], tol, "c_n")
+    g_got = torch.autograd.grad(loss_of(*got), case.leaves() + list(model.parameters()))
+    g_want = torch.autograd.grad(loss_of(*want),
+                                 ref_case.leaves() + list(ref_model.parameters()))
+    names = ["x", "h0", "c0"][:len(case.leaves())] + [n for n, _ in model.named_parameters()]
+    assert len(names) == len(g_got) == len(g_want)
+    for name, g, w in zip(names, g_got, g_want):
+        assert_close(g, w, tol, f"grad of {name}")
+    return got, want
+
+
+# ---- (1) the module against the independent formulation ----
+
+# (constructor options, layout, lengths, hx given, training)
+MODULE_CASES = [
+    (dict(layer_norm=True), "dense", [5, 5, 5], True, False),
+    (dict(layer_norm=True, layer_norm_cell="state", layer_norm_eps=1e-2, num_layers=2,
+          bidirectional=True), "batch_first", [4, 4], False, True),
+    (dict(layer_norm=True, proj_size=2, bias=False), "dense", [4, 4, 4], True, False),
+    (dict(zoneout=0.3), "dense", [5, 5, 5], True, False),
+    (dict(zoneout=(0.2, 0.5), bidirectional=True), "dense", [6, 6, 6], True, True),
+    (dict(zoneout=(0.0, 0.4), num_layers=2), "batch_first", [5, 5], False, True),
+    (dict(recurrent_dropout=0.4, num_layers=2), "dense", [5, 5, 5], True, True),
+    (dict(recurrent_dropout=0.3, bidirectional=True, proj_size=2), "packed", [5, 2, 4], True,
+     True),
+    (dict(layer_norm=True, layer_norm_cell="state", zoneout=(0.25, 0.4),
+          recurrent_dropout=0.3, proj_size=2, num_layers=2, bidirectional=True), "packed",
+     [4, 6, 1, 3], True, True),
+    (dict(layer_norm=True, zoneout=(0.3, 0.1), proj_size=3, num_layers=2), "packed",
+     [3, 5, 2], False, False),
+    (dict(layer_norm=True, zoneout=0.3, recurrent_dropout=0.2, batch_first=True),
+     "batch_first", [5, 5, 5], True, True),
+    (dict(layer_norm=True, layer_norm_cell="state", zoneout=0.4, recurrent_dropout=0.25,
+          num_layers=2, bidirectional=True), "unbatched", [6], True, True),
+    (dict(return_cell_sequence=True, proj_size=2, bidirectional=True, num_layers=2), "dense",
+     [4, 4, 4], True, True),
+]
+
+
+def case_id(case):
+    opts, layout, lengths, hx, training = case
+    words = [f"{k}={v}" for k, v in opts.items()] + [layout, "hx" if hx else "nohx",
+                                                     "train" if training else "eval"]
+    return ",".join(words).replace(" ", "")
+
+
+def run_case(case, dtype=torch.float64, seed=0):
+    """(model, batch, masks) of a MODULE_CASES entry, the module in its mode, seeded so
+    that its next call draws the masks returned."""
+    opts, layout, lengths, with_hx, training = case
+    batch_first = layout == "batch_first" or opts.get("batch_first", False)
+    opts = {k: v for k, v in opts.items() if k != "batch_first"}
+    model = make_model(dtype, seed, input_size=3, hidden_size=4, batch_first=batch_first,
+                       **opts)
+    model.train(training)
+    batch = Case(model, layout, lengths, dtype, with_hx, seed=seed + 1)
+    if not training:
+        return model, batch, eval_masks(model)
+    torch.manual_seed(seed + 100)
+    drawn = draw_masks(model, *batch.rows(), dtype)
+    torch.manual_seed(seed + 100)
+    return model, batch, training_masks(drawn, batch.row_of)
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[case_id(c) for c in MODULE_CASES])
+def test_module_matches_independent_float64(case):
+    model, batch, masks = run_case(case)
+    check_against_independent(model, batch, masks, TOL[torch.float64])
+
+
+@pytest.mark.parametrize("case", [MODULE_CASES[i] for i in (1, 8, 11)],
+                         ids=[case_id(MODULE_CASES[i]) for i in (1, 8, 11)])
+def test_module_matches_independent_float32(case):
+    """float32 against the float64 loop on the same values (parameters, batch, masks)."""
+    model64, batch64, _ = run_case(case)
+    model = copy.deepcopy(model64).float()
+    batch = cast_case(batch64, torch.float32)
+    opts, layout, lengths, with_hx, training = case
+    if training:  # the float32 call draws float32 masks: the same 0/1 draws, cast
+        torch.manual_seed(100)
+        drawn = draw_masks(model, *batch.rows(), torch.float32)
+        masks = training_masks([tuple(None if m is None else m.double() for m in d)
+                                for d in drawn], batch.row_of)
+        torch.manual_seed(100)
+    else:
+        masks = eval_masks(model)
+    check_against_independent(model, batch, masks, TOL[torch.float32], ref=(model64, batch64))
+
+
+def test_masks_are_used_in_training_mode():
+    """The training-mode cases above depend on the masks: the same call in eval mode, or
+    with other masks, gives other numbers (so reproducing the masks is what they test)."""
+    case = MODULE_CASES[8]
+    model, batch, masks = run_case(case)
+    out_train = model(batch.input, batch.hx)[0].data
+    with torch.no_grad():
+        model.eval()
+        out_eval = model(batch.input, batch.hx)[0].data
+        model.train()
+        out_other = model(batch.input, batch.hx)[0].data  # the next masks
+    assert rel_err(out_eval, out_train) > 1e-3
+    assert rel_err(out_other, out_train) > 1e-3
+
+
+def test_return_cell_sequence_is_lstm_cell_c_per_step():
+    """No variant but the cell sequence: FusedLSTM's cells are the c of an nn.LSTMCell loop
+    (2 layers, bidirectional; the last layer's cells, forward then reverse), and the rest
+    is nn.LSTM's."""
+    torch.manual_seed(3)
+    lstm = nn.LSTM(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.uniform_(-0.6, 0.6)
+    fused = FusedLSTM(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64,
+                      return_cell_sequence=True)
+    fused.load_state_dict(lstm.state_dict())
+    T, B = 6, 3
+    x = torch.randn(T, B, 3, dtype=torch.float64)
+    h0, c0 = torch.randn(4, B, 5, dtype=torch.float64), torch.randn(4, B, 5, dtype=torch.float64)
+    y, (h_n, c_n), cells = fused(x, (h0, c0))
+    y_ref, (h_ref, c_ref) = lstm(x, (h0, c0))
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_n, c_ref, rtol=0, atol=1e-12)
+    layer_in = x
+    for layer in range(2):
+        outs, cs = [], []
+        for d in range(2):
+            sfx = f"_l{layer}{'_reverse' if d else ''}"
+            cell = nn.LSTMCell(layer_in.shape[-1], 5, dtype=torch.float64)
+            with torch.no_grad():
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(cell, name).copy_(getattr(lstm, name + sfx))
+            h, c = h0[2 * layer + d], c0[2 * layer + d]
+            ys, cc = [None] * T, [None] * T
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                h, c = cell(layer_in[t], (h, c))
+                ys[t], cc[t] = h, c
+            outs.append(torch.stack(ys))
+            cs.append(torch.stack(cc))
+        layer_in = torch.cat(outs, -1)
+    torch.testing.assert_close(layer_in, y, rtol=0, atol=1e-12)
+    assert cells.shape == (T, B, 10)
+    torch.testing.assert_close(cells, torch.cat(cs, -1), rtol=0, atol=1e-12)
+    # the forward keyword overrides the constructor's, either way
+    assert len(fused(x, return_cell_sequence=False)) == 2
+    plain = FusedLSTM(3, 5, num_layers=2, bidirectional=True, dtype=torch.float64)
+    plain.load_state_dict(lstm.state_dict())
+    assert len(plain(x)) == 2
+    torch.testing.assert_close(plain(x, (h0, c0), return_cell_sequence=True)[2], cells,
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["batch_first", "unbatched", "packed"])
+def test_cell_sequence_layout(layout):
+    """cells: output's layout with H per direction (batch_first, unbatched squeezed,
+    PackedSequence with output's batch_sizes and indices)."""
+    model = make_model(input_size=3, hidden_size=4, proj_size=2, bidirectional=True,
+                       batch_first=layout == "batch_first", layer_norm=True)
+    lengths = [5] if layout == "unbatched" else ([5, 5] if layout == "batch_first"
+                                                 else [2, 5, 3])
+    batch = Case(model, layout, lengths, torch.float64, False)
+    out, _, cells = model(batch.input, return_cell_sequence=True)
+    if layout == "packed":
+        assert isinstance(cells, PackedSequence)
+        assert torch.equal(cells.batch_sizes, out.batch_sizes)
+        assert torch.equal(cells.sorted_indices, out.sorted_indices)
+        assert torch.equal(cells.unsorted_indices, out.unsorted_indices)
+        assert cells.data.shape == (sum(lengths), 8)
+    else:
+        assert cells.shape == out.shape[:-1] + (8,)
+        assert out.shape[-1] == 4
+
+
+def test_lengths_match_per_sequence_calls():
+    """lengths= (forward keyword) with the variants in eval mode: each sequence as if run on
+    its own to its length; output and cells zero past it; h_n, c_n its last step's."""
+    model = make_model(input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
+                       proj_size=2, layer_norm=True, zoneout=(0.3, 0.2),
+                       layer_norm_cell="state").eval()
+    torch.manual_seed(9)
+    lengths = [5, 2, 0, 4]
+    x = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 4, 2, dtype=torch.float64)
+    c0 = torch.randn(4, 4, 4, dtype=torch.float64)
+    y, (h_n, c_n), cells = model(x, (h0, c0), lengths=lengths, return_cell_sequence=True)
+    for b, n in enumerate(lengths):
+        if n == 0:
+            assert torch.equal(h_n[:, b], h0[:, b]) and torch.equal(c_n[:, b], c0[:, b])
+        else:
+            yb, (hb, cb), cb_seq = model(x[:n, b:b + 1], (h0[:, b:b + 1], c0[:, b:b + 1]),
+                                         return_cell_sequence=True)
+            assert_close(y[:n, b], yb[:, 0], 1e-10, f"output of sequence {b}")
+            assert_close(cells[:n, b], cb_seq[:, 0], 1e-10, f"cells of sequence {b}")
+            assert_close(h_n[:, b], hb[:, 0], 1e-10, f"h_n of sequence {b}")
+            assert_close(c_n[:, b], cb[:, 0], 1e-10, f"c_n of sequence {b}")
+        assert not y[n:, b].any() and not cells[n:, b].any()
+    # and the gradient reaches only the steps within each length
+    (y.sum() + cells.sum()).backward()
+    for b, n in enumerate(lengths):
+        assert not x.grad[n:, b].any()
+        if n:
+            assert x.grad[:n, b].abs().min() > 0

@@ -510,3 +510,210 @@ def test_lengths_match_per_sequence_calls():
         assert not x.grad[n:, b].any()
         if n:
             assert x.grad[:n, b].abs().min() > 0
+
+
+# ---- (2)-(4) the op: against lstm_variant_reference, gradcheck, opcheck ----
+
+def variant_args(dtype=torch.float64, packed=False, proj=0, norm=None, zoneout=None,
+                 rmask=False, reverse=False, bias=True, T=5, B=3, I=4, H=5, eps=1e-3,
+                 requires_grad=True, seed=0):
+    """Random arguments of lstm_variant (the op's, less need_backward) as a list: x,
+    batch_sizes, h0 [B, Hout], c0 [B, H], weights, has_bias, has_proj, reverse, norm,
+    norm_eps, norm_state, recurrent_mask, zoneout_h, zoneout_c. norm: None, "hidden" or
+    "state"; zoneout: None, "rows" (per row of x, values in [0, 1): the op takes any) or
+    "const" ([Hout] / [H] for every row)."""
+    torch.manual_seed(seed)
+    g = dict(dtype=dtype)
+    Hout = proj or H
+    if packed:
+        sizes = sorted(torch.randint(1, B + 1, (T,)).tolist(), reverse=True)
+        sizes[0] = B
+        batch_sizes = torch.tensor(sizes)
+        x = torch.randn(sum(sizes), I, **g)
+    else:
+        batch_sizes = None
+        x = torch.randn(T, B, I, **g)
+    rows = x.shape[0] if packed else T * B
+    weights = [torch.rand(4 * H, I, **g) - 0.5, torch.rand(4 * H, Hout, **g) - 0.5]
+    if bias:
+        weights += [torch.randn(4 * H, **g), torch.randn(4 * H, **g)]
+    if proj:
+        weights.append(torch.randn(Hout, H, **g) / 2)
+    norms = []
+    if norm:
+        norms = [torch.rand(4 * H, **g) + 0.5, torch.randn(4 * H, **g),
+                 torch.rand(4 * H, **g) + 0.5, torch.randn(4 * H, **g),
+                 torch.rand(H, **g) + 0.5, torch.randn(H, **g)]
+    z_h = z_c = None
+    if zoneout == "rows":
+        z_h, z_c = torch.rand(rows, Hout, **g), torch.rand(rows, H, **g)
+    elif zoneout == "const":
+        z_h, z_c = torch.rand(Hout, **g), torch.rand(H, **g)
+    mask = (torch.rand(B, Hout, **g) * 2) if rmask else None
+    h0, c0 = torch.randn(B, Hout, **g), torch.randn(B, H, **g)
+    for t in [x, h0, c0, *weights, *norms]:
+        t.requires_grad_(requires_grad)
+    return [x, batch_sizes, h0, c0, weights, bias, bool(proj), reverse, norms, eps,
+            norm == "state", mask, z_h, z_c]
+
+
+def differentiable(args):
+    x, _, h0, c0, weights, *_ = args
+    return [x, h0, c0, *weights, *args[8]]
+
+
+def reference_of(args):
+    x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm, *rest = args
+    w_ih, w_hh = weights[:2]
+    b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
+    w_hr = weights[-1] if has_proj else None
+    return lstm_variant_reference(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                  reverse, norm, *rest)
+
+
+def op_weights_loss(outs, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    return sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
+               for o in outs)
+
+
+OP_GRID = list(itertools.product(
+    [False, True],                 # packed
+    [0, 3],                        # proj
+    [None, "hidden", "state"],     # norm
+    [None, "rows", "const"],       # zoneout
+    [False, True],                 # recurrent mask
+    [False, True],                 # reverse
+))
+
+
+def grid_id(c):
+    packed, proj, norm, zoneout, rmask, reverse = c
+    return "-".join([("packed" if packed else "dense"), f"proj{proj}", f"norm={norm}",
+                     f"zo={zoneout}", "mask" if rmask else "nomask",
+                     "rev" if reverse else "fwd"])
+
+
+def cast_args(args, dtype):
+    """variant_args' list in another dtype, with leaves of its own."""
+    def cast(t):
+        return None if t is None else t.detach().to(dtype).requires_grad_(t.requires_grad)
+    out = list(args)
+    out[0], out[2], out[3] = cast(args[0]), cast(args[2]), cast(args[3])
+    out[4], out[8] = [cast(w) for w in args[4]], [cast(n) for n in args[8]]
+    out[11], out[12], out[13] = cast(args[11]), cast(args[12]), cast(args[13])
+    return out
+
+
+@needs_extension
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", OP_GRID, ids=[grid_id(c) for c in OP_GRID])
+def test_op_matches_reference(case, dtype):
+    """The op in float64 against the reference in float64 (1e-10); in float32 against the
+    reference in float64 on the same values (1e-5: the op's own float32 error)."""
+    packed, proj, norm, zoneout, rmask, reverse = case
+    args64 = variant_args(torch.float64, packed, proj, norm, zoneout, rmask, reverse,
+                          seed=len(grid_id(case)))
+    args = args64 if dtype == torch.float64 else cast_args(args64, dtype)
+    got = lstm_variant(*args)
+    want = reference_of(args64)
+    tol = TOL[dtype]
+    for name, g, w in zip(("y", "h_n", "c_n", "cells"), got, want):
+        assert g.dtype == dtype
+        assert_close(g, w, tol, name)
+    g_got = torch.autograd.grad(op_weights_loss(got), differentiable(args))
+    g_want = torch.autograd.grad(op_weights_loss(want), differentiable(args64))
+    names = ["x", "h0", "c0"] + [f"weights[{i}]" for i in range(len(args[4]))] + [
+        f"norm[{i}]" for i in range(len(args[8]))]
+    assert len(names) == len(g_got)
+    for name, g, w in zip(names, g_got, g_want):
+        assert_close(g, w, tol, f"grad of {name}")
+
+
+def test_op_grid_is_not_trivial():
+    """The grid's options change the numbers: each one alone moves y away from the plain
+    LSTM's (so a kernel ignoring one would fail the grid)."""
+    plain = reference_of(variant_args(requires_grad=False))[0]
+    for opts in (dict(norm="hidden"), dict(zoneout="rows"), dict(zoneout="const"),
+                 dict(rmask=True)):
+        y = reference_of(variant_args(requires_grad=False, **opts))[0]
+        assert rel_err(y, plain) > 1e-2, opts
+    hidden = reference_of(variant_args(requires_grad=False, norm="hidden"))
+    state = reference_of(variant_args(requires_grad=False, norm="state"))
+    assert rel_err(state[3], hidden[3]) > 1e-2
+
+
+GRADCHECK_CASES = [
+    dict(norm="hidden", zoneout="rows", rmask=True),
+    dict(norm="state", zoneout="const", proj=2, reverse=True),
+    dict(packed=True, norm="state", zoneout="rows", rmask=True, reverse=True),
+    dict(packed=True, proj=2, bias=False, zoneout="rows"),
+]
+
+
+def gradcheck_fn(args):
+    """y, h_n, c_n, cells of lstm_variant as a function of the differentiable tensors."""
+    n_w, n_norm = len(args[4]), len(args[8])
+
+    def f(x, h0, c0, *rest):
+        call = list(args)
+        call[0], call[2], call[3] = x, h0, c0
+        call[4], call[8] = list(rest[:n_w]), list(rest[n_w:n_w + n_norm])
+        return tuple(lstm_variant(*call))
+    return f
+
+
+@needs_extension
+@pytest.mark.parametrize("cfg", GRADCHECK_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items())
+                                                      for c in GRADCHECK_CASES])
+def test_gradcheck_op(cfg):
+    """Every output differentiated, cells included (gradcheck weighs each output)."""
+    args = variant_args(T=3, B=2, I=2, H=2, seed=3, **cfg)
+    assert torch.autograd.gradcheck(gradcheck_fn(args), differentiable(args))
+
+
+@needs_extension
+def test_gradcheck_op_cells_alone():
+    """The gradient flowing in through cells only (y, h_n, c_n unused)."""
+    args = variant_args(T=3, B=2, I=2, H=2, seed=4, norm="state", zoneout="rows", rmask=True)
+    f = gradcheck_fn(args)
+    assert torch.autograd.gradcheck(lambda *t: f(*t)[3], differentiable(args))
+
+
+@needs_extension
+def test_gradgradcheck_op():
+    args = variant_args(T=2, B=2, I=2, H=2, seed=5, norm="state", zoneout="rows", rmask=True,
+                        proj=1)
+    assert torch.autograd.gradgradcheck(gradcheck_fn(args), differentiable(args))
+
+
+OPCHECK_CASES = [
+    dict(norm="hidden", zoneout="rows", rmask=True),
+    dict(norm="state", zoneout="const", proj=2, reverse=True),
+    dict(packed=True, norm="state", zoneout="rows", rmask=True),
+    dict(packed=True, proj=3, bias=False),
+    dict(dtype=torch.float32, packed=True, norm="hidden", zoneout="const", reverse=True),
+]
+
+
+@needs_extension
+@pytest.mark.parametrize("cfg", OPCHECK_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items())
+                                                    for c in OPCHECK_CASES])
+def test_opcheck(cfg):
+    args = variant_args(T=4, B=3, I=3, H=4, seed=6, **cfg)
+    torch.library.opcheck(torch.ops.fused_lstm.lstm_variant_forward.default, (*args, True))
+
+
+@needs_extension
+def test_op_called_without_need_backward_still_differentiates():
+    """need_backward=False with inputs that require grad (as a trace bakes it): backward
+    recomputes what it needs, and the gradients are the reference's."""
+    args = variant_args(seed=8, packed=True, norm="state", zoneout="rows", rmask=True, proj=2)
+    y, h_n, c_n, cells, saved = torch.ops.fused_lstm.lstm_variant_forward(*args, False)
+    assert all(t.numel() == 0 for t in saved)
+    want = reference_of(args)
+    wrt = differentiable(args)
+    g_got = torch.autograd.grad(op_weights_loss((y, h_n, c_n, cells)), wrt)
+    g_want = torch.autograd.grad(op_weights_loss(want), wrt)
+    for k, (g, w) in enumerate(zip(g_got, g_want)):
+        assert_close(g, w, 1e-10, f"grad {k}")

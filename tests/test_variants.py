@@ -33,6 +33,7 @@ pytestmark = [
     # torch's own notices (torch.jit.script, export), not ours
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore:Your compiler for AOTAutograd is returning"),
 ]
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -717,3 +718,165 @@ def test_op_called_without_need_backward_still_differentiates():
     g_want = torch.autograd.grad(op_weights_loss(want), wrt)
     for k, (g, w) in enumerate(zip(g_got, g_want)):
         assert_close(g, w, 1e-10, f"grad {k}")
+
+
+# ---- (5) torch.compile and torch.export ----
+
+def grads_of_model(model, x):
+    x = x.detach().requires_grad_(True)
+    out, (h_n, c_n) = model(x)
+    outs = [out, h_n, c_n]
+    loss = op_weights_loss(outs)
+    return [o.detach() for o in outs], torch.autograd.grad(loss, [x] + list(model.parameters()))
+
+
+@needs_extension
+def test_compile_fullgraph_matches_eager_eval_mode():
+    """Eval mode (zoneout's constants) with layer norm: torch.compile(fullgraph=True) gives
+    eager's outputs and gradients, its graphs calling the variant op and its backward.
+    aot_eager: dynamo and AOTAutograd over the op's fake kernels and autograd, without
+    inductor's C++ builds (about 50 s on 2 cores)."""
+    from torch._dynamo.testing import AotEagerAndRecordGraphs
+
+    torch._dynamo.reset()
+    model = make_model(torch.float32, input_size=3, hidden_size=5, num_layers=2,
+                       bidirectional=True, batch_first=True, layer_norm=True,
+                       layer_norm_cell="state", zoneout=(0.2, 0.3)).eval()
+    x = torch.randn(2, 6, 3)
+    want_out, want_grads = grads_of_model(model, x)
+    backend = AotEagerAndRecordGraphs()
+    compiled = torch.compile(model, fullgraph=True, backend=backend)
+    got_out, got_grads = grads_of_model(compiled, x)
+    for k, (g, w) in enumerate(zip(got_out, want_out)):
+        assert_close(g, w, 1e-5, f"output {k}")
+    for k, (g, w) in enumerate(zip(got_grads, want_grads)):
+        assert_close(g, w, 1e-5, f"grad {k}")
+    fw = "\n".join(g.code for g in backend.fw_graphs)
+    bw = "\n".join(g.code for g in backend.bw_graphs)
+    assert fw.count("fused_lstm.lstm_variant_forward") == 4
+    assert bw.count("fused_lstm.lstm_variant_backward") == 4
+    with torch.no_grad():  # and inference under compile
+        x2 = torch.randn(3, 6, 3)
+        got, want = compiled(x2), model(x2)
+    assert_close(got[0], want[0], 1e-5, "no_grad output")
+    torch._dynamo.reset()
+
+
+@needs_extension
+def test_export_layer_norm_eval_model_matches_eager():
+    model = make_model(torch.float32, input_size=3, hidden_size=5, num_layers=2,
+                       bidirectional=True, proj_size=2, layer_norm=True, zoneout=0.25).eval()
+    x = torch.randn(6, 2, 3)
+    with torch.no_grad():
+        ep = torch.export.export(model, (x,))
+    targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count(torch.ops.fused_lstm.lstm_variant_forward.default) == 4
+    with torch.no_grad():
+        got, want = ep.module()(x), model(x)
+    for k, (g, w) in enumerate(zip([got[0], *got[1]], [want[0], *want[1]])):
+        assert_close(g, w, 1e-5, f"output {k}")
+
+
+# ---- (6) masks: seeded, fresh per call, none in eval mode ----
+
+def training_run(model, x, h):
+    out, (h_n, c_n), cells = model(x, h, return_cell_sequence=True)
+    loss = op_weights_loss([out, h_n, c_n, cells])
+    return [out, h_n, c_n, cells], torch.autograd.grad(loss, [x, *h, *model.parameters()])
+
+
+def regularised_model():
+    return make_model(torch.float32, input_size=3, hidden_size=6, num_layers=2,
+                      bidirectional=True, layer_norm=True, zoneout=(0.3, 0.2),
+                      recurrent_dropout=0.3, dropout=0.2)
+
+
+def test_same_seed_same_masks_bitwise():
+    model = regularised_model().train()
+    x = torch.randn(7, 4, 3, requires_grad=True)
+    h = (torch.randn(4, 4, 6, requires_grad=True), torch.randn(4, 4, 6, requires_grad=True))
+    torch.manual_seed(2024)
+    first = training_run(model, x, h)
+    torch.manual_seed(2024)
+    again = training_run(model, x, h)
+    for a, b in zip(first[0] + list(first[1]), again[0] + list(again[1])):
+        assert torch.equal(a, b)
+
+
+def test_two_calls_draw_different_masks():
+    model = regularised_model().train()
+    x = torch.randn(7, 4, 3)
+    with torch.no_grad():
+        one, two = model(x)[0], model(x)[0]
+    assert rel_err(one, two) > 1e-3
+    # each of the options alone draws too
+    for opts in (dict(zoneout=(0.3, 0.0)), dict(zoneout=(0.0, 0.3)),
+                 dict(recurrent_dropout=0.3)):
+        model = make_model(torch.float32, input_size=3, hidden_size=6, **opts).train()
+        with torch.no_grad():
+            assert rel_err(model(x)[0], model(x)[0]) > 1e-3, opts
+
+
+def test_eval_mode_is_deterministic_and_draws_nothing():
+    model = regularised_model().eval()
+    x = torch.randn(7, 4, 3)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        one = model(x, return_cell_sequence=True)
+        two = model(x, return_cell_sequence=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[2], two[2])
+    # a training-mode call does draw (the check above can fail)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    assert not torch.equal(torch.get_rng_state(), state)
+
+
+def test_masks_drawn_in_documented_order_with_dropout_between_layers():
+    """Per layer: each direction's (recurrent mask, z_h, z_c), then the dropout between
+    layers (F.dropout of the layer's output), then the next layer's."""
+    model = make_model(input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
+                       zoneout=(0.3, 0.2), recurrent_dropout=0.4, dropout=0.5).train()
+    torch.manual_seed(1)
+    T, B = 5, 2
+    x = torch.randn(T, B, 3, dtype=torch.float64)
+    torch.manual_seed(77)
+    layer0 = draw_masks(_one_layer(model), T * B, B, torch.float64)
+    drop = F.dropout(torch.ones(T, B, 8, dtype=torch.float64), 0.5, training=True)
+    layer1 = draw_masks(_one_layer(model), T * B, B, torch.float64)
+    torch.manual_seed(77)
+    with torch.no_grad():
+        y, (h_n, c_n) = model(x)
+    # the loop, with the dropout between layers applied by hand
+    masks0 = training_masks(layer0, lambda b, t: b if t is None else t * B + b)
+    masks1 = training_masks(layer1, lambda b, t: b if t is None else t * B + b)
+    one = _one_layer(model)
+    with torch.no_grad():
+        out0, _, h0n, c0n = independent(one, [x[:, b] for b in range(B)], None, None, masks0)
+        mid = torch.stack(out0, 1) * drop
+        second = _one_layer(model, layer=1)
+        out1, _, h1n, c1n = independent(second, [mid[:, b] for b in range(B)], None, None,
+                                        masks1)
+    assert_close(y, torch.stack(out1, 1), 1e-10, "output")
+    assert_close(h_n, torch.cat([h0n, h1n]), 1e-10, "h_n")
+    assert_close(c_n, torch.cat([c0n, c1n]), 1e-10, "c_n")
+
+
+class _OneLayerView:
+    """Layer `layer` of a FusedLSTM, seen as a one-layer module by `independent`."""
+
+    def __init__(self, model, layer):
+        self.model, self.layer = model, layer
+        for k in ("bidirectional", "proj_size", "hidden_size", "layer_norm", "layer_norm_eps",
+                  "layer_norm_cell", "zoneout", "recurrent_dropout"):
+            setattr(self, k, getattr(model, k))
+        self.num_layers = 1
+
+    def __getattr__(self, name):  # weight_ih_l0 -> weight_ih_l{layer} of the model
+        base, _, rest = name.rpartition("_l0")
+        return getattr(self.model, f"{base}_l{self.layer}{rest}")
+
+
+def _one_layer(model, layer=0):
+    return _OneLayerView(model, layer)

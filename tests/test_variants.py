@@ -619,6 +619,11 @@ def test_op_matches_reference(case, dtype):
     got = lstm_variant(*args)
     want = reference_of(args64)
     tol = TOL[dtype]
+    if dtype == torch.float32 and norm:
+        # The CPU kernels' float exp and tanh are within a few ulps, not correctly rounded
+        # (README, accuracy); layer norm divides by the spread of rows of five values here,
+        # which amplifies that: 1.3e-5 measured at worst, half of it from the activations.
+        tol = 2e-5
     for name, g, w in zip(("y", "h_n", "c_n", "cells"), got, want):
         assert g.dtype == dtype
         assert_close(g, w, tol, name)

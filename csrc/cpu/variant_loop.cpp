@@ -141,10 +141,12 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
   }
 }
 
-// The backward steps of one thread's rows; d_norm: its [2 * 4H + 2 * H] accumulators.
+// The backward steps of one thread's rows; d_norm: its variant_norm_grads(H) accumulators
+// (each step's sums are added to them whole, so a float sum over T * B rows rounds about
+// as one over T + B).
 template <typename T>
 void backward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
-                   const VariantBackward<T>& b, int64_t b0, T* d_norm) {
+                   const VariantBackward<T>& b, int64_t b0, T* d_norm_total) {
   const auto& kernels = vector_kernels<T>();
   const int64_t H = a.H, G = 4 * H, Hout = a.Hout, B = a.B;
   const T* h0 = s.h0 + b0 * Hout;
@@ -153,10 +155,12 @@ void backward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
   T* dh = b.dh + b0 * Hout;
   T* dc = b.dc + b0 * H;
   std::vector<T> dh_t(B * Hout), dh_new(s.zh ? B * Hout : 0), dh_raw(b.w_hr ? B * H : 0),
-      dh_in(B * Hout), work(H);
+      dh_in(B * Hout), work(H), step_norm(d_norm_total ? variant_norm_grads(H) : 0);
+  T* d_norm = d_norm_total ? step_norm.data() : nullptr;
   for (int64_t k = a.T - 1; k >= 0; --k) {
     const StepRowsView<T> v = step_view(a, reverse, k, b.y, b.cells);
     if (v.rows == 0) continue;
+    std::fill(step_norm.begin(), step_norm.end(), T(0));
     // dh_t = dL/dh_t: carried from the next step, and from y.
     for (int64_t r = 0; r < v.rows; ++r) {
       const T* gy = b.grad_y + (v.off + r) * Hout;
@@ -206,6 +210,7 @@ void backward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
                                  d_norm + 2 * G, d_norm + 3 * G);
       d_r = b.dr + v.off * G;
     }
+    for (size_t j = 0; j < step_norm.size(); ++j) d_norm_total[j] += step_norm[j];
     gemm_nn<T>(v.rows, Hout, G, d_r, G, b.w_hh, Hout, dh_in.data(), Hout, false);
     // dh <- dL/dh_prev: through the mask, and through h's zoneout. h_in for w_hh's gradient.
     for (int64_t r = 0; r < v.rows; ++r) {

@@ -24,54 +24,15 @@ def lstm_layer_reference(
     w_hr: Optional[Tensor],
     reverse: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """One direction of one LSTM layer over a whole sequence.
+    """One direction of one LSTM layer over a whole sequence: nn.LSTM's (per step:
+    gates = x_t W_ih^T + h W_hh^T + b_ih + b_hh; i, f, g, o = sigmoid, sigmoid, tanh,
+    sigmoid of its quarters; c = f * c + i * g; h = o * tanh(c), then h W_hr^T).
 
     x: [T, B, I] (batch_sizes None) or packed [N, I] with batch_sizes [T].
     h0: [B, Hout], c0: [B, H]. Returns y ([T, B, Hout] or [N, Hout]), h_n, c_n.
     """
-    if batch_sizes is None:
-        T, B = x.shape[0], x.shape[1]
-        sizes = [B] * T
-        steps = [x[t] for t in range(T)]
-    else:
-        sizes = [int(s) for s in batch_sizes.tolist()]
-        steps = list(torch.split(x, sizes, dim=0))
-        T = len(sizes)
-    order = range(T - 1, -1, -1) if reverse else range(T)
-    h, c = h0, c0
-    if reverse and T > 0:  # packed rows join as the walk goes back: start with the shortest
-        h, c = h0[: sizes[-1]], c0[: sizes[-1]]
-    # Final state of every row, filled as rows finish (packed input).
-    h_rows: List[Tensor] = []
-    c_rows: List[Tensor] = []
-    outputs: List[Optional[Tensor]] = [None] * T
-    for t in order:
-        n = sizes[t]
-        if n < h.shape[0]:  # rows that ended: keep their final state
-            h_rows.append(h[n:])
-            c_rows.append(c[n:])
-            h, c = h[:n], c[:n]
-        elif n > h.shape[0]:  # rows that start here (packed, reverse): from h0/c0
-            h = torch.cat([h, h0[h.shape[0]:n]])
-            c = torch.cat([c, c0[c.shape[0]:n]])
-        gates = steps[t] @ w_ih.t() + h @ w_hh.t()
-        if b_ih is not None:
-            gates = gates + b_ih + b_hh
-        i, f, g, o = gates.chunk(4, dim=1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        if w_hr is not None:
-            h = h @ w_hr.t()
-        outputs[t] = h
-    h_n = torch.cat([h] + h_rows[::-1]) if h_rows else h
-    c_n = torch.cat([c] + c_rows[::-1]) if c_rows else c
-    if T == 0:
-        y = x.new_empty(x.shape[:-1] + (h0.shape[-1],))
-    elif batch_sizes is None:
-        y = torch.stack(outputs)
-    else:
-        y = torch.cat(outputs)
+    y, h_n, c_n, _ = lstm_variant_reference(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                            w_hr, reverse, [], 0.0, False, None, None, None)
     return y, h_n, c_n
 
 

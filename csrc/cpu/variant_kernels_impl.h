@@ -59,15 +59,8 @@ void variant_forward_step(const VariantForwardStep<T>& s, int64_t rows, int64_t 
     T* cand = s.cand + r * s.cand_ld;
     for (int64_t j = 0; j < H; j += W) {
       const int64_t n = std::min<int64_t>(W, H - j);
-      V ai = V::loadu(gi + j, n), af = V::loadu(gf + j, n);
-      V ag = V::loadu(gg + j, n), ao = V::loadu(go + j, n);
-      if (s.bias) {
-        ai = ai + V::loadu(s.bias + j, n);
-        af = af + V::loadu(s.bias + H + j, n);
-        ag = ag + V::loadu(s.bias + 2 * H + j, n);
-        ao = ao + V::loadu(s.bias + 3 * H + j, n);
-      }
-      const V i = vec_sigmoid(ai), f = vec_sigmoid(af), g = vec_tanh(ag), o = vec_sigmoid(ao);
+      V i, f, g, o;
+      activated_gates(gi, H, s.bias, j, n, i, f, g, o);
       i.store(gi + j, n);
       f.store(gf + j, n);
       g.store(gg + j, n);

@@ -170,6 +170,27 @@ inline void store_or_bf16(const Vectorized<T>& v, T* dst, c10::BFloat16* dst16, 
   v.store(dst + j, n);
 }
 
+// The activated gates of lanes [j, j + n) of a gate row (i, f, g, o each H wide from gi),
+// with the bias (or null) added first.
+template <typename T>
+inline void activated_gates(const T* gi, int64_t H, const T* bias, int64_t j, int64_t n,
+                            Vectorized<T>& i, Vectorized<T>& f, Vectorized<T>& g,
+                            Vectorized<T>& o) {
+  using V = Vectorized<T>;
+  V ai = V::loadu(gi + j, n), af = V::loadu(gi + H + j, n);
+  V ag = V::loadu(gi + 2 * H + j, n), ao = V::loadu(gi + 3 * H + j, n);
+  if (bias) {
+    ai = ai + V::loadu(bias + j, n);
+    af = af + V::loadu(bias + H + j, n);
+    ag = ag + V::loadu(bias + 2 * H + j, n);
+    ao = ao + V::loadu(bias + 3 * H + j, n);
+  }
+  i = vec_sigmoid(ai);
+  f = vec_sigmoid(af);
+  g = vec_tanh(ag);
+  o = vec_sigmoid(ao);
+}
+
 template <typename T>
 void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, int64_t j1) {
   using V = Vectorized<T>;
@@ -185,18 +206,8 @@ void forward_step(const ForwardStep<T>& s, int64_t rows, int64_t H, int64_t j0, 
     c10::BFloat16* h16 = s.h_bf16 ? s.h_bf16 + r * s.h_ld : nullptr;
     for (int64_t j = j0; j < j1; j += W) {
       const int64_t n = std::min<int64_t>(W, j1 - j);
-      V ai = V::loadu(gi + j, n), af = V::loadu(gf + j, n);
-      V ag = V::loadu(gg + j, n), ao = V::loadu(go + j, n);
-      if (s.bias) {
-        ai = ai + V::loadu(s.bias + j, n);
-        af = af + V::loadu(s.bias + H + j, n);
-        ag = ag + V::loadu(s.bias + 2 * H + j, n);
-        ao = ao + V::loadu(s.bias + 3 * H + j, n);
-      }
-      const V i = vec_sigmoid(ai);
-      const V f = vec_sigmoid(af);
-      const V g = vec_tanh(ag);
-      const V o = vec_sigmoid(ao);
+      V i, f, g, o;
+      activated_gates(gi, H, s.bias, j, n, i, f, g, o);
       const V c_new = lstm_cell_state(i, f, g, V::loadu(c + j, n));
       const V h_new = lstm_hidden(o, vec_tanh(c_new));
       c_new.store(c + j, n);

@@ -203,9 +203,16 @@ def main(argv=None):
             steps, train_loss, val_loss = zip(*run["curve"])
             plt.plot(steps, train_loss, color=color, linestyle="--", label=f"{name}, train")
             plt.plot(steps, val_loss, color=color, marker=".", label=f"{name}, validation")
+        later = [loss for run in runs.values() for _, *losses in run["curve"][1:]
+                 for loss in losses]
+        if later:  # the losses at step 0 (about ln(symbols)) would squash the rest
+            low, high = min(later), max(later)
+            plt.ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
         plt.xlabel("step")
         plt.ylabel("cross-entropy (nats/char, eval mode)")
-        plt.title(f"Char LM on a {len(train_text)}-character corpus, hidden {args.hidden}")
+        start = runs["plain LSTM"]["curve"][0][2]
+        plt.title(f"Char LM on a {len(train_text)}-character corpus, hidden {args.hidden} "
+                  f"(step 0: {start:.2f})")
         plt.legend()
 
     plot = save_plot(args.out, "layernorm_zoneout.png", draw, enabled=not args.no_plot)

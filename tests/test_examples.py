@@ -156,7 +156,9 @@ def test_layernorm_zoneout(examples_path, extras, tmp_path, capsys):
                                      "--batch", "4", "--eval-every", "2", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "final validation loss" in printed and "layer_norm=True" in printed
-    for name in ("plain LSTM", "LayerNorm+zoneout"):
+    assert result["names"] == {"plain": "plain LSTM",
+                               "variant": "LayerNorm+zoneout+rec. dropout"}
+    for name in ("plain", "variant"):
         run = result[name]
         assert len(run["losses"]) == 3 and [s for s, _, _ in run["curve"]] == [0, 2, 3]
         assert 0 < run["train"] < 10 and 0 < run["val"] < 10

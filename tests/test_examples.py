@@ -145,3 +145,44 @@ def test_episodic_memory_streams(examples_path):
     assert torch.equal(reset, expected)
     assert (x[reset][:, :cues].sum(-1) == 1).all() and (y < cues).all()
     assert torch.equal(y, y[::4].repeat_interleave(4, dim=0))
+
+
+def test_layernorm_zoneout(examples_path, extras, tmp_path, capsys):
+    import layernorm_zoneout
+
+    out = tmp_path / "out"
+    result = layernorm_zoneout.main(["--steps", "3", "--train-chars", "2000", "--val-chars", "500",
+                                     "--hidden", "8", "--embed", "8", "--seq", "20",
+                                     "--batch", "4", "--eval-every", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "final validation loss" in printed and "layer_norm=True" in printed
+    assert result["names"] == {"plain": "plain LSTM",
+                               "variant": "LayerNorm+zoneout+rec. dropout"}
+    for name in ("plain", "variant"):
+        run = result[name]
+        assert len(run["losses"]) == 3 and [s for s, _, _ in run["curve"]] == [0, 2, 3]
+        assert 0 < run["train"] < 10 and 0 < run["val"] < 10
+        assert run["best_val"] == min(v for _, _, v in run["curve"])
+    check_plot(result, out, extras)
+
+
+def test_layernorm_zoneout_text(examples_path):
+    import random
+
+    from layernorm_zoneout import VERBS, make_text, sentence
+
+    text = make_text(3000, seed=5)
+    assert len(text) == 3000 and text == make_text(3000, seed=5)  # deterministic
+    assert text != make_text(3000, seed=6)
+    singular = {s for s, _ in VERBS}
+    plural = {p for _, p in VERBS}
+    rng = random.Random(0)
+    for _ in range(200):
+        words = sentence(rng).split()
+        assert words[-1] == "." and words.count("(") == words.count(")")
+        # the main verb (the first verb not inside a relative clause) agrees with the subject
+        if "that" in words:
+            continue
+        verb = next(w for w in words if w in singular or w in plural)
+        noun = words[words.index(verb) - 1]
+        assert (verb in plural) == (noun.endswith("s") or noun == "children")

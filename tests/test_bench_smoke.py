@@ -166,7 +166,7 @@ def test_variants_bench_quick(tmp_path, capsys):
     assert data["machine"]["command"].startswith("python -m fused_lstm.bench.variants --quick")
     rows = data["results"]
     assert [r["variant"] for r in rows] == [name for name, _ in variants.VARIANTS]
-    assert data["check_failed"] == [] and all(r["check"]["ok"] for r in rows)
+    assert data["complete"] and data["check_failed"] == [] and all(r["check"]["ok"] for r in rows)
     for r in rows:
         assert r["check"]["max_abs_diff"] < variants.CHECK_TOLERANCE
         assert r["check"].get("grad_rel_diff", 0) < 1e-4

@@ -295,8 +295,9 @@ def _cost_target(options: dict) -> float:
 
 
 def run_shape(cfg: Config, device, reps: int, warmup: int, modes=MODES,
-              variants=VARIANTS, log=print) -> List[dict]:
-    """Every variant on one shape: a result dict per variant."""
+              variants=VARIANTS, log=print, on_row=None) -> List[dict]:
+    """Every variant on one shape: a result dict per variant (each also passed to on_row
+    as it is done)."""
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -329,6 +330,8 @@ def run_shape(cfg: Config, device, reps: int, warmup: int, modes=MODES,
             row["modes"][mode] = e
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
+        if on_row is not None:
+            on_row(row)
         log(f"  {cfg.name} {name}: " + "; ".join(
             f"{m} {e['cost']:.2f}x cost, {e['speedup']:.2f}x speedup"
             for m, e in row["modes"].items()) + f"  [{row['seconds']:.1f}s]", flush=True)
@@ -420,9 +423,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           flush=True)
     t_start = time.perf_counter()
     rows = []
+    report = {"machine": machine, "reps": a.reps, "warmup": a.warmup,
+              "shapes": [c.as_dict() for c in a.shapes], "targets": TARGETS,
+              "check_tolerance": CHECK_TOLERANCE, "results": rows, "complete": False,
+              "notes": __doc__}
+    path = a.out
+    if path and (os.path.isdir(path) or path.endswith(os.sep)):
+        path = os.path.join(path, default_out_name(machine))
+
+    def save():  # after every variant, so that an interrupted run keeps what it measured
+        if path:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(report, f, indent=2, default=str)
+                f.write("\n")
+
     for cfg in a.shapes:
         print(f"{cfg.name} ({cfg.describe()})", flush=True)
-        rows += run_shape(cfg, a.device, a.reps, a.warmup)
+        run_shape(cfg, a.device, a.reps, a.warmup, on_row=lambda r: (rows.append(r), save()))
     total = time.perf_counter() - t_start
     print()
     print(table(rows))
@@ -440,19 +458,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           + ("for every variant" if not failed else "FAILED for " + "; ".join(failed))
           + (f"; training input gradients, relative: {', '.join(grads)}" if grads else ""))
     print(f"total {total:.0f}s", flush=True)
-    report = {"machine": machine, "reps": a.reps, "warmup": a.warmup,
-              "shapes": [c.as_dict() for c in a.shapes], "targets": TARGETS,
-              "check_tolerance": CHECK_TOLERANCE, "results": rows, "missed_targets": missed,
-              "check_failed": failed, "total_seconds": total, "loadavg_at_end": _loadavg(),
-              "notes": __doc__}
-    if a.out:
-        path = a.out
-        if os.path.isdir(path) or path.endswith(os.sep):
-            path = os.path.join(path, default_out_name(machine))
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-            f.write("\n")
+    report.update(complete=True, missed_targets=missed, check_failed=failed,
+                  total_seconds=total, loadavg_at_end=_loadavg())
+    if path:
+        save()
         report["file"] = path
         print(f"wrote {path}", flush=True)
     return report

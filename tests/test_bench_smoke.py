@@ -168,7 +168,8 @@ def test_variants_bench_quick(tmp_path, capsys):
     assert [r["variant"] for r in rows] == [name for name, _ in variants.VARIANTS]
     assert data["complete"] and data["check_failed"] == [] and all(r["check"]["ok"] for r in rows)
     for r in rows:
-        assert r["check"]["max_abs_diff"] < variants.CHECK_TOLERANCE
+        assert r["check"]["max_abs_diff"] < variants.CHECK_TOLERANCE and r["check"]["ok"]
+        assert r["check"]["max_abs_diff_float64"] < variants.CHECK_TOLERANCE_64
         assert r["check"].get("grad_rel_diff", 0) < 1e-4
         for mode in ("training", "inference"):
             e = r["modes"][mode]

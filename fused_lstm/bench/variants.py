@@ -32,20 +32,23 @@ Several layers and both directions: a cell per layer direction, the reverse one 
 the sequence backwards, the layer's output the two directions concatenated.
 
 Check: in eval mode the variant FusedLSTM and the user's module, on the same weights (layer
-norm parameters set to random values, not the 1/0 default), must agree on output, h_n, c_n
-(and cells) to CHECK_TOLERANCE; the largest absolute difference is printed. Variants that
+norm parameters set to random values, not the 1/0 default), agree on output, h_n, c_n (and
+cells): the largest absolute difference in float32 (CHECK_TOLERANCE, 1e-4) and in float64
+copies of both (CHECK_TOLERANCE_64; this one decides, and fails the command), with each
+float32 result's error against the float64 one, printed where float32 is over 1e-4. Variants that
 are deterministic in training (layer_norm, return_cell_sequence) also compare the input's
 gradient of one training step (printed, relative to its largest value).
 """
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
 import shlex
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +79,11 @@ MODES = ("training", "inference")
 # The issue's targets: speedup over the user's code in training, cost over plain FusedLSTM.
 TARGETS = {"speedup_training": 3.0, "cost": 1.3, "cost_layer_norm": 1.6}
 CHECK_TOLERANCE = 1e-4  # float32, largest absolute difference in eval mode
+# The same check in float64. Layer norm divides by the spread of the gates, so float32
+# rounding grows along the sequence: at fastrnns and sentiment both float32 results sit
+# 1e-4 to 1e-3 from the float64 one (the printed errors), and the float32 check alone
+# cannot tell a different formula from rounding; float64 can.
+CHECK_TOLERANCE_64 = 1e-9
 
 
 class LayerNormLSTMCell(nn.Module):
@@ -194,6 +202,7 @@ def user_module(cfg: Config, options: dict, fused: FusedLSTM) -> nn.Module:
     if "weight_drop" in options:
         return WeightDropLSTM(_lstm_copy(fused), options["weight_drop"])
     user = UserLSTM(cfg.I, cfg.H, cfg.num_layers, cfg.bidirectional, **options)
+    user.to(fused.weight_ih_l0)  # fused's device and dtype
     with torch.no_grad():
         for cell, sfx in zip(user.cells, _suffixes(cfg)):
             w = {k: getattr(fused, k + sfx) for k in ("weight_ih", "weight_hh", "bias_ih",
@@ -208,14 +217,14 @@ def user_module(cfg: Config, options: dict, fused: FusedLSTM) -> nn.Module:
             else:
                 for k, v in w.items():
                     getattr(cell, k).copy_(v)
-    return user.to(fused.weight_ih_l0.device)
+    return user
 
 
 def _lstm_copy(fused: FusedLSTM) -> nn.LSTM:
     """An nn.LSTM with copies of fused's weights (to_lstm shares them; the user's module
     gets its own, as the other variants' do)."""
     lstm = nn.LSTM(fused.input_size, fused.hidden_size, num_layers=fused.num_layers,
-                   bidirectional=fused.bidirectional).to(fused.weight_ih_l0.device)
+                   bidirectional=fused.bidirectional).to(fused.weight_ih_l0)
     lstm.load_state_dict(fused.state_dict())
     return lstm
 
@@ -264,16 +273,28 @@ def _timed_step(module: nn.Module, x: torch.Tensor, mode: str, cells: bool):
     return step
 
 
-def check(variant: nn.Module, user: nn.Module, x: torch.Tensor, options: dict) -> dict:
-    """Eval mode: the largest absolute difference between the two modules' outputs; for
+def check(variant: nn.Module, user: nn.Module, x: torch.Tensor, options: dict,
+          make_user) -> dict:
+    """Eval mode: the largest absolute difference between the two modules' outputs (float32,
+    and float64: a float64 copy of variant, make_user(it) the user's module on it); for
     variants deterministic in training, the input gradients' largest difference relative
     to their largest value."""
     variant.eval()
     user.eval()
     with torch.no_grad():
-        diff = max((a - b).abs().max().item()
-                   for a, b in zip(_outputs(variant, x), _outputs(user, x)))
-    result = {"max_abs_diff": diff}
+        fused32, user32 = _outputs(variant, x), _outputs(user, x)
+        # float64 copies: the same formula agrees there to far below float32 rounding
+        variant64 = copy.deepcopy(variant).double()
+        x64 = x.detach().double()
+        fused64, user64 = _outputs(variant64, x64), _outputs(make_user(variant64).eval(), x64)
+
+    def diff(a, b):
+        return max((u.double() - v.double()).abs().max().item() for u, v in zip(a, b))
+
+    result = {"max_abs_diff": diff(fused32, user32), "max_abs_diff_float64": diff(fused64, user64),
+              # each float32 result against the user's module in float64
+              "fused_float32_error": diff(fused32, user64),
+              "user_float32_error": diff(user32, user64)}
     random = {"zoneout", "recurrent_dropout", "weight_drop"}
     if not random & set(options):
         cells = bool(options.get("return_cell_sequence"))
@@ -311,8 +332,10 @@ def run_shape(cfg: Config, device, reps: int, warmup: int, modes=MODES,
         variant, user = _modules(cfg, options, plain)
         row = {"shape": cfg.name, "describe": cfg.describe(), "variant": name,
                "options": options, "user_code": type(user).__name__,
-               "check": check(variant, user, x, options), "modes": {}}
+               "check": check(variant, user, x, options,
+                              lambda v: user_module(cfg, options, v)), "modes": {}}
         row["check"]["ok"] = row["check"]["max_abs_diff"] < CHECK_TOLERANCE
+        row["check"]["ok_float64"] = row["check"]["max_abs_diff_float64"] < CHECK_TOLERANCE_64
         cells = bool(options.get("return_cell_sequence"))
         for mode in modes:
             for module in (plain, variant, user):
@@ -345,13 +368,15 @@ def _ok(flag: Optional[bool]) -> str:
 def table(rows: Sequence[dict]) -> str:
     head = ["shape", "variant", "mode", "plain ms", "variant ms", "user ms",
             "cost (variant/plain)", "speedup (user/variant)", "cost target", "speedup >= 3x",
-            "check max abs diff"]
+            "check: max abs diff float32 / float64"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         for mode, e in r["modes"].items():
             limit = _cost_target(r["options"])
-            check_cell = f"{r['check']['max_abs_diff']:.1e}" + ("" if r["check"]["ok"]
-                                                                 else " FAILED")
+            c = r["check"]
+            check_cell = (f"{c['max_abs_diff']:.1e}" + ("" if c["ok"] else " (> 1e-4)")
+                          + f" / {c['max_abs_diff_float64']:.0e}"
+                          + ("" if c["ok_float64"] else " FAILED"))
             lines.append("| " + " | ".join([
                 f"{r['shape']}", r["variant"], mode,
                 *(f"{e[k]['median_s'] * 1e3:.3g}" for k in ("plain", "variant", "user")),
@@ -445,7 +470,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print()
     print(table(rows))
     missed = missed_targets(rows)
-    failed = [f"{r['shape']} {r['variant']}" for r in rows if not r["check"]["ok"]]
+    failed = [f"{r['shape']} {r['variant']}" for r in rows if not r["check"]["ok_float64"]]
+    over32 = [f"{r['shape']} {r['variant']} {r['check']['max_abs_diff']:.1e} (float32 errors: "
+              f"FusedLSTM {r['check']['fused_float32_error']:.1e}, user "
+              f"{r['check']['user_float32_error']:.1e})"
+              for r in rows if not r["check"]["ok"]]
     n_targets = sum(len(e["targets"]) for r in rows for e in r["modes"].values())
     print(f"\ntargets: speedup over the user's code >= {TARGETS['speedup_training']}x in "
           f"training; cost over plain FusedLSTM <= {TARGETS['cost']}x "
@@ -454,11 +483,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
           + (". Missed: " + "; ".join(missed) if missed else ""))
     grads = [f"{r['variant']} {r['check']['grad_rel_diff']:.1e}" for r in rows
              if "grad_rel_diff" in r["check"]]
-    print(f"check: eval-mode outputs within {CHECK_TOLERANCE} (largest absolute difference) "
+    print(f"check: eval-mode outputs of FusedLSTM and the user's code within "
+          f"{CHECK_TOLERANCE_64} in float64 "
           + ("for every variant" if not failed else "FAILED for " + "; ".join(failed))
+          + f"; in float32 within {CHECK_TOLERANCE} "
+          + ("for every variant" if not over32 else "except " + "; ".join(over32))
           + (f"; training input gradients, relative: {', '.join(grads)}" if grads else ""))
     print(f"total {total:.0f}s", flush=True)
     report.update(complete=True, missed_targets=missed, check_failed=failed,
+                  float32_check_over_tolerance=over32,
                   total_seconds=total, loadavg_at_end=_loadavg())
     if path:
         save()

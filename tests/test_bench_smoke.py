@@ -148,3 +148,34 @@ def test_segments_bench_prints_both_tables(capsys, monkeypatch):
         ("inference", sorted(segments.WAYS)), ("training", sorted(segments.WAYS)),
         ("inference", sorted(segments.RESET_WAYS)), ("training", sorted(segments.RESET_WAYS))]
     assert all(v > 0 for r in rows for v in r["ms"].values())
+
+
+def test_variants_bench_quick(tmp_path, capsys):
+    """`python -m fused_lstm.bench.variants --quick`: every variant timed three ways, the
+    user's loop agreeing with FusedLSTM, the table and the targets printed, the JSON named
+    after the CPU and its vector ISA."""
+    from fused_lstm.bench import variants
+
+    report = variants.main(["--quick", "--reps", "1", "--warmup", "0", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    (path,) = tmp_path.glob("variants-*.json")
+    assert path.name == variants.default_out_name(report["machine"])
+    if report["machine"]["device"] == "cpu":
+        assert bench.cpu_isa_label(report["machine"]["cpu_isa"]) in printed
+    data = json.loads(path.read_text())
+    assert data["machine"]["command"].startswith("python -m fused_lstm.bench.variants --quick")
+    rows = data["results"]
+    assert [r["variant"] for r in rows] == [name for name, _ in variants.VARIANTS]
+    assert data["complete"] and data["check_failed"] == [] and all(r["check"]["ok"] for r in rows)
+    for r in rows:
+        assert r["check"]["max_abs_diff"] < variants.CHECK_TOLERANCE and r["check"]["ok"]
+        assert r["check"]["max_abs_diff_float64"] < variants.CHECK_TOLERANCE_64
+        assert r["check"].get("grad_rel_diff", 0) < 1e-4
+        for mode in ("training", "inference"):
+            e = r["modes"][mode]
+            assert all(e[k]["median_s"] > 0 for k in ("plain", "variant", "user"))
+            assert e["cost"] == pytest.approx(e["variant"]["median_s"] / e["plain"]["median_s"])
+            assert e["speedup"] == pytest.approx(e["user"]["median_s"] / e["variant"]["median_s"])
+            assert ("speedup" in e["targets"]) == (mode == "training")
+            assert f"| tiny-bidir | {r['variant']} | {mode} |" in printed
+    assert "targets:" in printed and "check: eval-mode outputs" in printed

@@ -7,7 +7,7 @@ plain per-sequence, per-step loop of the formulas (README "Variants"), with its 
 norm, that does not use fused_lstm.reference. Training-mode masks are reproduced by
 re-seeding and drawing them as FusedLSTM documents it (fused_lstm/variants.py, _masks): per
 layer and direction in order, recurrent mask [B, Hout] = bernoulli(1 - p) / (1 - p), then
-zoneout_h [rows, Hout] = bernoulli(p_h), then zoneout_c [rows, H] = bernoulli(p_c), rows
+zoneout_h [rows, Hout] = (rand < p_h), then zoneout_c [rows, H] = (rand < p_c), rows
 those of the time-major (or packed) input. The op itself is checked against
 lstm_variant_reference, by gradcheck and by torch.library.opcheck.
 """
@@ -146,8 +146,8 @@ def draw_masks(module, rows, batch, dtype):
     for _ in range(module.num_layers * D):
         keep = (torch.empty(batch, Hout, dtype=dtype).bernoulli_(1 - p) / (1 - p)
                 if p > 0 else None)
-        z_h = torch.empty(rows, Hout, dtype=dtype).bernoulli_(p_h) if p_h > 0 else None
-        z_c = torch.empty(rows, H, dtype=dtype).bernoulli_(p_c) if p_c > 0 else None
+        z_h = (torch.rand(rows, Hout, dtype=dtype) < p_h).to(dtype) if p_h > 0 else None
+        z_c = (torch.rand(rows, H, dtype=dtype) < p_c).to(dtype) if p_c > 0 else None
         drawn.append((keep, z_h, z_c))
     return drawn
 

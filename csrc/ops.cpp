@@ -45,8 +45,8 @@ TORCH_LIBRARY(fused_lstm, m) {
   //   zoneout_h:      [N, Hout] per row of x, or [Hout] for every row, or None; zoneout_c the
   //                   same with H
   // Returns y [T, B, Hout] (or [N, Hout]), h_n [B, Hout], c_n [B, H], cells: c after every
-  // step [T, B, H] (or [N, H]), and saved: what backward reads (empty tensors where not
-  // needed, and all of them when need_backward is false).
+  // step [T, B, H] (or [N, H]), and saved: what backward reads (empty tensors where the
+  // options need none; an empty list when need_backward is false).
   m.def(
       "lstm_variant_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
       "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "

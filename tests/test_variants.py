@@ -59,7 +59,8 @@ def direction_params(module, layer, d):
     if module.layer_norm:
         norms = [(ln.weight, ln.bias) for ln in (get("layer_norm_ih"), get("layer_norm_hh"),
                                                  get("layer_norm_c"))]
-    return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"), norms
+    return (get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr"),
+            norms)
 
 
 def one_direction(xs, h, c, params, eps, state, reverse, keep, z_h, z_c):
@@ -1155,3 +1156,33 @@ def test_cuda_variant_model_matches_cpu_and_trains():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in gpu.parameters())
     opt.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, gpu.parameters()))
+
+
+@needs_extension
+@pytest.mark.parametrize("norm", [None, "hidden"])
+def test_op_with_no_steps_returns_the_initial_state(norm):
+    """T = 0: h_n and c_n are h0 and c0 (as the reference and the layer op give), y and the
+    cells empty."""
+    args = variant_args(torch.float64, norm=norm, T=0, requires_grad=False)
+    y, h_n, c_n, cells = lstm_variant(*args)
+    assert y.shape[0] == 0 and cells.shape[0] == 0
+    assert torch.equal(h_n, args[2]) and torch.equal(c_n, args[3])
+
+
+@needs_extension
+def test_backward_op_refuses_saved_buffers_of_other_options():
+    """lstm_variant_backward checks every saved buffer the options read against its size: a
+    list from a call with other options raises instead of reading past a buffer."""
+    op = torch.ops.fused_lstm
+    plain = variant_args(torch.float64, proj=3, requires_grad=False)
+    y, h_n, c_n, cells, saved = op.lstm_variant_forward(*plain, True)
+    grads = (torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n), None)
+    short = list(saved)
+    short[7] = torch.empty(0, dtype=torch.float64)  # the projection's buffer dropped
+    with pytest.raises(RuntimeError, match="saved tensor 7"):
+        op.lstm_variant_backward(*grads, *plain, y, cells, short)
+    normed = list(plain)
+    normed[8] = [torch.rand(n, dtype=torch.float64) + 0.5
+                 for n in (4 * 5, 4 * 5, 4 * 5, 4 * 5, 5, 5)]
+    with pytest.raises(RuntimeError, match="saved tensor 1"):  # no layer-norm buffers saved
+        op.lstm_variant_backward(*grads, *normed, y, cells, list(saved))

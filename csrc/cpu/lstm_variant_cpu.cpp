@@ -111,7 +111,10 @@ VariantArgs variant_args(const char* op, const Tensor& x, const OptTensor& batch
 template <typename T>
 VariantState<T> state_of(const VariantArgs& v) {
   const bool norm = !v.norm.empty();
-  const auto zoneout_ld = [](const Tensor& z) { return z.defined() && z.dim() == 2 ? z.size(1) : 0; };
+  // a zoneout operand's row stride: 0 for one row shared by every row of x
+  const auto zoneout_ld = [](const Tensor& z) {
+    return z.defined() && z.dim() == 2 ? z.size(1) : int64_t(0);
+  };
   const auto param = [&](int k) { return norm ? v.norm[k].data_ptr<T>() : nullptr; };
   return {v.h0.data_ptr<T>(), v.c0.data_ptr<T>(), ptr_or_null<T>(v.recurrent_mask),
           ptr_or_null<T>(v.zoneout_h), zoneout_ld(v.zoneout_h),
@@ -155,7 +158,8 @@ VariantForwardResult lstm_variant_forward_cpu(
     if (has_proj) saved[kHRaw] = at::empty({a.N, a.H}, opts);
   }
   Tensor y = at::empty({a.N, a.Hout}, opts), cells = at::empty({a.N, a.H}, opts);
-  Tensor h_n = at::empty({a.B, a.Hout}, opts), c_n = at::empty({a.B, a.H}, opts);
+  // h_n, c_n: h0, c0 for rows without a step (T = 0), overwritten for the rest
+  Tensor h_n = fresh(v.h0, v.compute), c_n = fresh(v.c0, v.compute);
   const auto panels = [&](int64_t K) {
     return at::empty({(G + kPanelWidth - 1) / kPanelWidth * kPanelWidth * K}, opts);
   };
@@ -204,9 +208,15 @@ VariantBackwardResult lstm_variant_backward_cpu(
   TORCH_CHECK(saved.size() == kSavedCount, op, ": expected ", int(kSavedCount),
               " saved tensors (from lstm_variant_forward with need_backward=True), got ",
               saved.size());
-  TORCH_CHECK(saved[kAct].numel() == a.N * G && saved[kCand].numel() == a.N * a.H, op,
-              ": expected saved gates [", a.N, ", ", G, "] and c^ [", a.N, ", ", a.H, "], got ",
-              saved[kAct].sizes(), " and ", saved[kCand].sizes());
+  // Every buffer the options need, at its size (lstm_variant_forward's for these arguments).
+  const std::array<int64_t, kSavedCount> want{
+      a.N * G,        ln ? a.N * G : 0, ln ? a.N * 2 : 0, ln ? a.N * G : 0,
+      ln ? a.N * 2 : 0, a.N * a.H,      ln ? a.N * 2 : 0, has_proj ? a.N * a.H : 0};
+  for (int k = 0; k < kSavedCount; ++k) {
+    TORCH_CHECK(saved[k].numel() == want[k], op, ": expected saved tensor ", k, " with ", want[k],
+                " elements (from lstm_variant_forward with need_backward=True and the same "
+                "options), got ", saved[k].sizes());
+  }
   TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout &&
                   cells.numel() == a.N * a.H,
               op, ": expected grad_y and y with ", a.N * a.Hout, " elements and cells with ",

@@ -1,9 +1,9 @@
 // The CPU time loops of the variant op (lstm_variant_forward/backward, ops.cpp): one layer
 // direction with layer norm, zoneout and recurrent dropout, on raw row-major buffers in
 // nn.LSTM's gate order (i, f, g, o, each H wide). The binding (lstm_variant_cpu.cpp) does
-// the whole-sequence GEMMs around them (x @ w_ih^T and LN_ih before the forward loop, the
-// weight gradients after the backward loop). The threads split the batch rows, each
-// running every step on rows of its own (cpu_plan.h, plan_variant_threads).
+// the whole-sequence GEMMs of the gradients after the backward loop; everything per step,
+// the input projection and LN_ih included, runs in the loops. The threads split the batch
+// rows, each running every step on rows of its own (cpu_plan.h, plan_variant_threads).
 // Formulas: fused_lstm/reference.py, lstm_variant_reference.
 #pragma once
 

@@ -561,9 +561,10 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         if lay.segments == 0:  # every sequence empty: no step to run
             autocast = self._autocast_dtypes(x, lay.batch_sizes)  # else _run_layers's
             y_dtype, c_dtype = (x.dtype, x.dtype) if autocast is None else autocast[1:]
-            out_size = (2 if self.bidirectional else 1) * (self.proj_size or self.hidden_size)
-            cells = (x.new_zeros((steps, batch, out_size // (self.proj_size or self.hidden_size)
-                                  * self.hidden_size), dtype=c_dtype) if return_cells else None)
+            directions = 2 if self.bidirectional else 1
+            out_size = directions * (self.proj_size or self.hidden_size)
+            cells = (x.new_zeros((steps, batch, directions * self.hidden_size), dtype=c_dtype)
+                     if return_cells else None)
             return (x.new_zeros((steps, batch, out_size), dtype=y_dtype),
                     hx[0].to(y_dtype, copy=True), hx[1].to(c_dtype, copy=True), cells)
         live_hx = (segments.initial_states(hx[0], lay), segments.initial_states(hx[1], lay))

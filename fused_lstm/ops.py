@@ -140,20 +140,26 @@ if _extension.extension_loaded():
                                     _vmap_by_loop(getattr(torch.ops.fused_lstm, _name).default))
 
 
+def _reference_grads(outs, grad_outputs, inputs) -> List[Tensor]:
+    """The gradient of each of `inputs` (zeros where none reaches it) from the reference's
+    outputs `outs` and their gradients (None: no gradient), as a differentiable graph.
+
+    The saved inputs are the caller's tensors, still attached to their graph, so
+    recomputing on them and differentiating with create_graph=True gives gradients that
+    are themselves differentiable."""
+    pairs = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
+    wrt = [t for t in inputs if t.requires_grad]
+    got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
+                              create_graph=True, allow_unused=True)
+    by_id = {id(t): g for t, g in zip(wrt, got)}
+    return [torch.zeros_like(t) if by_id.get(id(t)) is None else by_id[id(t)] for t in inputs]
+
+
 def _differentiable_backward(grad_outputs, args):
     """Gradients of the layer op w.r.t. x, h0, c0 and each weight, as a differentiable
     graph: (grad_x, grad_h0, grad_c0, [grad of each weight])."""
     x, batch_sizes, h0, c0, weights = args[:5]
-    # The saved inputs are the caller's tensors, still attached to their graph, so
-    # recomputing on them and differentiating with create_graph=True gives
-    # gradients that are themselves differentiable.
-    outs = lstm_layers_reference(*args)
-    inputs = [x, h0, c0, *weights]
-    wrt = [t for t in inputs if t.requires_grad]
-    got = torch.autograd.grad(outs, wrt, grad_outputs, create_graph=True, allow_unused=True)
-    by_id = {id(t): g for t, g in zip(wrt, got)}
-    grads = [by_id.get(id(t)) for t in inputs]
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+    grads = _reference_grads(lstm_layers_reference(*args), grad_outputs, [x, h0, c0, *weights])
     return grads[0], grads[1], grads[2], grads[3:]
 
 
@@ -249,7 +255,7 @@ if _extension.extension_loaded():
         ctx.mark_non_differentiable(*saved)
         ctx.args = (batch_sizes, has_bias, has_proj, reverse, norm_eps, norm_state,
                     need_backward)
-        ctx.counts = (len(weights), len(norm), len(saved))
+        ctx.counts = (len(weights), len(norm))
         masks = [m if m is not None else x.new_empty(0) for m in
                  (recurrent_mask, zoneout_h, zoneout_c)]
         ctx.has_mask = [m is not None for m in (recurrent_mask, zoneout_h, zoneout_c)]
@@ -257,7 +263,7 @@ if _extension.extension_loaded():
 
     def _variant_backward(ctx, grad_y, grad_h_n, grad_c_n, grad_cells, _grad_saved):
         batch_sizes, has_bias, has_proj, reverse, norm_eps, norm_state, need_backward = ctx.args
-        n_w, n_norm, n_saved = ctx.counts
+        n_w, n_norm = ctx.counts
         x, h0, c0, y, cells, *rest = ctx.saved_tensors
         masks = [m if has else None for m, has in zip(rest[:3], ctx.has_mask)]
         weights = list(rest[3:3 + n_w])
@@ -292,14 +298,7 @@ def _differentiable_variant_backward(grad_outputs, args):
     x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm = args[:9]
     w = split_layer_weights(weights, has_bias, has_proj, 1)[0]
     outs = lstm_variant_reference(x, batch_sizes, h0, c0, *w, reverse, norm, *args[9:])
-    inputs = [x, h0, c0, *weights, *norm]
-    wrt = [t for t in inputs if t.requires_grad]
-    pairs = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
-    got = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
-                              create_graph=True, allow_unused=True)
-    by_id = {id(t): g for t, g in zip(wrt, got)}
-    grads = [by_id.get(id(t)) for t in inputs]
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+    grads = _reference_grads(outs, grad_outputs, [x, h0, c0, *weights, *norm])
     n_w = len(weights)
     return grads[0], grads[1], grads[2], grads[3:3 + n_w], grads[3 + n_w:]
 

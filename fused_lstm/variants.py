@@ -77,14 +77,16 @@ def uses_variant_op(module, return_cells: bool) -> bool:
             or (module.recurrent_dropout > 0 and module.training))
 
 
-def _masks(module, x: Tensor, batch: int, hidden: int, out: int, dtype: torch.dtype):
-    """(recurrent_mask, zoneout_h, zoneout_c) of one layer direction: drawn from the
+def _masks(module, x: Tensor, batch: int, out: int):
+    """(recurrent_mask, zoneout_h, zoneout_c) of one layer direction, in x's dtype (out: the
+    size of h, Hout): drawn from the
     default generator of x's device in that order, in training mode; in eval mode zoneout's
     expectation (the constant p) and no recurrent mask. Zoneout's masks, one value per row
     and unit, are drawn as torch.rand(...) < p: a third cheaper than bernoulli_ on the CPU,
     where drawing them is most of what zoneout adds to a training step (NOTES.md)."""
     rows = x.shape[0] if x.dim() == 2 else x.shape[0] * x.shape[1]
     p_h, p_c = module.zoneout
+    hidden, dtype = module.hidden_size, x.dtype
     new = dict(dtype=dtype, device=x.device)
     if not module.training:
         return (None, torch.full((out,), p_h, **new) if p_h > 0 else None,
@@ -103,7 +105,7 @@ def run_layer(module, x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: 
     h_n [D, B, Hout], c_n [D, B, H], cells [..., D*H]."""
     outs = []
     for d, (w, norm) in enumerate(zip(weights, norms)):
-        masks = _masks(module, x, batch, module.hidden_size, h0.shape[-1], x.dtype)
+        masks = _masks(module, x, batch, h0.shape[-1])
         outs.append(lstm_variant(x, batch_sizes, h0[d], c0[d], w, module.bias,
                                  module.proj_size > 0, d == 1, norm, module.layer_norm_eps,
                                  module.layer_norm_cell == "state", *masks))

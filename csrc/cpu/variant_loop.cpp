@@ -21,6 +21,10 @@ struct StepRowsView {
   int64_t t, off, rows, from_prev;
   const T* y_prev;      // [from_prev, Hout] h of the previous step, or null
   const T* cells_prev;  // [from_prev, H] c of the previous step, or null
+  // h_prev of the step's row r: the previous step's h, or h0 (this thread's [B, Hout]).
+  const T* h_prev(int64_t r, const T* h0, int64_t Hout) const {
+    return r < from_prev ? y_prev + r * Hout : h0 + r * Hout;
+  }
 };
 
 template <typename T>
@@ -72,9 +76,6 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
   for (int64_t k = 0; k < a.T; ++k) {
     const StepRowsView<T> v = step_view(a, reverse, k, f.y, f.cells);
     if (v.rows == 0) continue;
-    const auto h_prev = [&](int64_t r) {
-      return r < v.from_prev ? v.y_prev + r * Hout : h0 + r * Hout;
-    };
     // g [rows, 4H] = LN_ih(x_t @ w_ih^T)
     T* g = gates.at(v.off);
     const T* x = f.x + v.off * a.I;
@@ -90,7 +91,7 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
     const T* A = v.y_prev;
     if (mask || v.from_prev < v.rows) {
       for (int64_t r = 0; r < v.rows; ++r) {
-        const T* src = h_prev(r);
+        const T* src = v.h_prev(r, h0, Hout);
         T* dst = h_in.data() + r * Hout;
         if (mask) {
           for (int64_t j = 0; j < Hout; ++j) dst[j] = src[j] * mask[r * Hout + j];
@@ -132,7 +133,7 @@ void forward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
     if (s.zh) {  // h_t = h~ + z_h (h_prev - h~)
       for (int64_t r = 0; r < v.rows; ++r) {
         const T* z = s.zh + (v.off + r) * s.zh_ld;
-        const T* hp = h_prev(r);
+        const T* hp = v.h_prev(r, h0, Hout);
         const T* hn = h_new.data() + r * Hout;
         T* out = f.y + (v.off + r) * Hout;
         for (int64_t j = 0; j < Hout; ++j) out[j] = hn[j] + z[j] * (hp[j] - hn[j]);
@@ -214,7 +215,7 @@ void backward_rows(const LayerArgs& a, bool reverse, const VariantState<T>& s,
     gemm_nn<T>(v.rows, Hout, G, d_r, G, b.w_hh, Hout, dh_in.data(), Hout, false);
     // dh <- dL/dh_prev: through the mask, and through h's zoneout. h_in for w_hh's gradient.
     for (int64_t r = 0; r < v.rows; ++r) {
-      const T* hp = r < v.from_prev ? v.y_prev + r * Hout : h0 + r * Hout;
+      const T* hp = v.h_prev(r, h0, Hout);
       const T* m = mask ? mask + r * Hout : nullptr;
       const T* z = s.zh ? s.zh + (v.off + r) * s.zh_ld : nullptr;
       T* h_in = b.h_in + (v.off + r) * Hout;

@@ -444,8 +444,8 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         if lengths is not None or reset is not None:
             steps = x.size(0)
             y, h_n, c_n, cells = self._run_segments(
-                x, None if lengths is None else segments.check_lengths(lengths, steps, batch),
-                None if reset is None else segments.check_reset(reset, steps, batch,
+                x, None if lengths is None else segments.lengths_tensor(lengths, steps, batch),
+                None if reset is None else segments.reset_tensor(reset, steps, batch,
                                                                  self.batch_first),
                 hx, weights, return_cells)
         else:
@@ -546,27 +546,20 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         return (x.new_zeros((directions, batch, real_hidden)),
                 x.new_zeros((directions, batch, self.hidden_size)))
 
-    def _run_segments(self, x: Tensor, lengths: Optional[List[int]], reset: Optional[Tensor],
+    def _run_segments(self, x: Tensor, lengths: Optional[Tensor], reset: Optional[Tensor],
                       hx: Optional[Tuple[Tensor, Tensor]], weights: List[List[Tensor]],
                       return_cells: bool):
-        """All layers over a padded x: [T, B, I] cut into independent segments by checked
-        lengths and a bool reset mask [T, B] (fused_lstm/segments.py), as one packed batch;
-        y: [T, B, D*Hout] and cells [T, B, D*H] (or None), zero past each length."""
+        """All layers over a padded x: [T, B, I] cut into independent segments by lengths [B]
+        and a reset mask [T, B] (fused_lstm/segments.py), as one packed batch; y:
+        [T, B, D*Hout] and cells [T, B, D*H] (or None), zero past each length. With every
+        sequence empty the packed batch has no rows, and the layers return empty outputs and
+        their initial states."""
         steps, batch = x.size(0), x.size(1)
         lay = segments.layout(steps, batch, lengths, reset, x.device)
         state_rows = self.num_layers * (2 if self.bidirectional else 1)
         if hx is None:
             hx = (x.new_zeros((state_rows, batch, self.proj_size or self.hidden_size)),
                   x.new_zeros((state_rows, batch, self.hidden_size)))
-        if lay.segments == 0:  # every sequence empty: no step to run
-            autocast = self._autocast_dtypes(x, lay.batch_sizes)  # else _run_layers's
-            y_dtype, c_dtype = (x.dtype, x.dtype) if autocast is None else autocast[1:]
-            directions = 2 if self.bidirectional else 1
-            out_size = directions * (self.proj_size or self.hidden_size)
-            cells = (x.new_zeros((steps, batch, directions * self.hidden_size), dtype=c_dtype)
-                     if return_cells else None)
-            return (x.new_zeros((steps, batch, out_size), dtype=y_dtype),
-                    hx[0].to(y_dtype, copy=True), hx[1].to(c_dtype, copy=True), cells)
         live_hx = (segments.initial_states(hx[0], lay), segments.initial_states(hx[1], lay))
         y, h, c, cells = self._run_layers(segments.pack_rows(x, lay), lay.batch_sizes, live_hx,
                                           lay.segments, weights, return_cells)

@@ -20,7 +20,7 @@ direction, which starts at the segment's last step.
 """
 
 import numbers
-from typing import List, NamedTuple, Optional, Sequence, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -39,38 +39,44 @@ class SegmentLayout(NamedTuple):
         return self.initial.numel()
 
 
-def check_lengths(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int) -> List[int]:
-    """The lengths as a list of ints, after the checks (TypeError for a non-integer
-    type, ValueError for a wrong count or a value outside [0, steps])."""
+def lengths_tensor(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int) -> Tensor:
+    """The lengths as a 1-D int64 tensor, after the checks that need no look at a tensor's
+    values (TypeError for a non-integer type, ValueError for a wrong count; a list's values
+    are checked here too). A tensor's values are checked by the layout op, where they are
+    read: a compiled graph holds no host read of them."""
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
-        if lengths.dim() != 1 or lengths.numel() != batch:
+        if lengths.dim() != 1 or lengths.size(0) != batch:
             raise ValueError(f"lengths must hold one length per sequence: expected shape "
                              f"({batch},), got {tuple(lengths.shape)}")
-        values = [int(v) for v in lengths.tolist()]
-    elif isinstance(lengths, (list, tuple)) or type(lengths).__name__ == "ndarray":
+        return lengths.to(torch.int64)
+    if isinstance(lengths, (list, tuple)) or type(lengths).__name__ == "ndarray":
         if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in lengths):
             raise TypeError(f"lengths must be integers, got {lengths!r}")
         if len(lengths) != batch:
             raise ValueError(f"lengths must hold one length per sequence: expected {batch}, "
                              f"got {len(lengths)}")
         values = [int(v) for v in lengths]
-    else:
-        raise TypeError(f"lengths must be a 1-D integer tensor, a list of ints or a NumPy array, got "
-                        f"{type(lengths).__name__}")
+        _check_length_values(values, steps)
+        return torch.tensor(values, dtype=torch.int64)
+    raise TypeError(f"lengths must be a 1-D integer tensor, a list of ints or a NumPy array, got "
+                    f"{type(lengths).__name__}")
+
+
+def _check_length_values(values: List[int], steps: int) -> None:
     for b, n in enumerate(values):
         if n < 0:
             raise ValueError(f"lengths must be >= 0, got {n} for sequence {b}")
         if n > steps:
             raise ValueError(f"lengths must be at most the input's sequence length {steps}, "
                              f"got {n} for sequence {b}")
-    return values
 
 
-def check_reset(reset, steps: int, batch: int, batch_first: bool) -> Tensor:
-    """The reset mask as a bool [steps, batch] tensor on the CPU, after the checks: shape
-    [T, B] ([B, T] with batch_first), bool or numbers that are all 0 or 1."""
+def reset_tensor(reset, steps: int, batch: int, batch_first: bool) -> Tensor:
+    """The reset mask as [steps, batch] (transposed from [batch, steps] with batch_first),
+    after the checks of its type and shape; its values (bool, or numbers all 0 or 1) are
+    checked by the layout op."""
     if not isinstance(reset, Tensor):
         raise TypeError(f"reset must be a tensor (bool, or numbers 0 and 1), got "
                         f"{type(reset).__name__}")
@@ -79,29 +85,48 @@ def check_reset(reset, steps: int, batch: int, batch_first: bool) -> Tensor:
         layout = "(B, T) with batch_first" if batch_first else "(T, B)"
         raise ValueError(f"reset must be {layout}: expected shape {want}, got "
                          f"{tuple(reset.shape)}")
-    mask = reset.detach().to("cpu")
-    if mask.dtype.is_complex:
+    if reset.dtype.is_complex:
         raise TypeError(f"reset must be a bool tensor or hold numbers 0 and 1, got dtype "
-                        f"{mask.dtype}")
+                        f"{reset.dtype}")
+    return reset.t() if batch_first else reset
+
+
+def _reset_values(reset: Tensor) -> Tensor:
+    """A checked reset mask [T, B] as bool on the CPU (ValueError for numbers not 0 or 1)."""
+    mask = reset.detach().to("cpu")
     if mask.dtype != torch.bool:
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("reset must be a bool tensor or hold only 0 and 1, got values "
                              f"{sorted(set(mask[(mask != 0) & (mask != 1)].tolist()))[:4]}")
         mask = mask != 0
-    return mask.t() if batch_first else mask
+    return mask
 
 
-@torch.compiler.disable  # data-dependent sizes: computed eagerly, outside a compiled graph
-def layout(steps: int, batch: int, lengths: Optional[List[int]], reset: Optional[Tensor],
+def layout(steps: int, batch: int, lengths: Optional[Tensor], reset: Optional[Tensor],
            device: torch.device) -> SegmentLayout:
-    """The index maps of a padded [steps, batch, ...] batch cut by (checked) lengths and a
-    bool reset mask [steps, batch] (either may be None)."""
-    ends = torch.tensor(lengths if lengths is not None else [steps] * batch, dtype=torch.int64)
+    """The index maps of a padded [steps, batch, ...] batch cut by lengths [batch] and a
+    reset mask [steps, batch] (either may be None; from lengths_tensor and reset_tensor)."""
+    return SegmentLayout(*segment_layout(lengths, reset, steps, batch, device))
+
+
+@torch.library.custom_op("fused_lstm::segment_layout", mutates_args=())
+def segment_layout(lengths: Optional[Tensor], reset: Optional[Tensor], steps: int, batch: int,
+                   device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """SegmentLayout's five tensors (batch_sizes on the CPU, the rest on device). An op, so
+    that a compiled graph or an exported program holds the call: the maps' sizes (packed
+    rows N, segments B', longest segment T') depend on the values of lengths and reset."""
+    if lengths is not None:
+        ends_list = [int(v) for v in lengths.tolist()]
+        _check_length_values(ends_list, steps)
+    else:
+        ends_list = [steps] * batch
+    mask = None if reset is None else _reset_values(reset)
+    ends = torch.tensor(ends_list, dtype=torch.int64).reshape(batch)
     step_of = torch.arange(steps, dtype=torch.int64).unsqueeze(1)  # [T, 1]
     starts = torch.zeros(steps, batch, dtype=torch.bool)
     starts[0] = True
-    if reset is not None:
-        starts |= reset
+    if mask is not None:
+        starts |= mask
     starts &= step_of < ends.unsqueeze(0)  # no segment starts past a row's end
     row_of, start_of = starts.t().nonzero(as_tuple=True)  # by row, then by step
     count = row_of.numel()
@@ -114,8 +139,8 @@ def layout(steps: int, batch: int, lengths: Optional[List[int]], reset: Optional
     length_of = end_of - start_of
     # the initial state: the caller's for a row's first segment unless reset at step 0
     first = start_of == 0
-    if reset is not None:
-        first &= ~reset[0, row_of]
+    if mask is not None:
+        first &= ~mask[0, row_of]
     initial = torch.where(first, row_of, torch.full_like(row_of, batch))
     # packed columns longest first (a stable sort keeps row, then step order for ties)
     order = torch.sort(length_of, descending=True, stable=True).indices
@@ -134,8 +159,18 @@ def layout(steps: int, batch: int, lengths: Optional[List[int]], reset: Optional
     rows = ((start_of.unsqueeze(0) + step_index) * batch + row_of.unsqueeze(0))[alive]
     sources = torch.full((steps * batch,), rows.numel(), dtype=torch.int64)
     sources[rows] = torch.arange(rows.numel())
-    return SegmentLayout(alive.sum(1), rows.to(device), sources.to(device), initial.to(device),
-                         final.to(device))
+    return (alive.sum(1), rows.to(device), sources.to(device), initial.to(device),
+            final.to(device))
+
+
+@segment_layout.register_fake
+def _segment_layout_fake(lengths, reset, steps, batch, device):
+    ctx = torch.library.get_ctx()
+    longest, rows, count = (ctx.new_dynamic_size() for _ in range(3))
+    index = dict(dtype=torch.int64, device=device)
+    return (torch.empty(longest, dtype=torch.int64), torch.empty(rows, **index),
+            torch.empty(steps * batch, **index), torch.empty(count, **index),
+            torch.empty(batch, **index))
 
 
 def pack_rows(x: Tensor, lay: SegmentLayout) -> Tensor:

@@ -170,20 +170,73 @@ def test_gradcheck_float64(routed_device):
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
 
 
-def test_compile_equals_eager():
-    """Under torch.compile the index maps are computed outside the graph (one graph break);
-    the LSTM itself runs in the compiled graph."""
+COMPILE_CASES = [dict(bidirectional=True), dict(num_layers=2, proj_size=3),
+                 dict(layer_norm=True, return_cell_sequence=True)]
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("cfg", COMPILE_CASES, ids=["bidir", "two-layers-proj", "layer-norm-cells"])
+def test_compile_fullgraph_equals_eager(cfg, backend):
+    """The segment maps come from an op (fused_lstm::segment_layout) whose output sizes
+    depend on the values of lengths and reset: the compiled graph holds the whole call, and
+    one graph serves other lengths and masks, every sequence empty included."""
+    torch._dynamo.reset()
     torch.manual_seed(6)
-    m = FusedLSTM(3, 4, bidirectional=True)
+    m = FusedLSTM(3, 4, **cfg)
     x = torch.randn(6, 4, 3, requires_grad=True)
-    lengths = torch.tensor([6, 2, 0, 5])
-    want = m(x, lengths=lengths)
-    got = torch.compile(m, backend="aot_eager")(x, lengths=lengths)
+    compiled = torch.compile(m, backend=backend, fullgraph=True)
+    reset = torch.rand(6, 4) < 0.3
+    for lengths, mask in [(torch.tensor([6, 2, 0, 5]), None), (None, reset),
+                          (torch.tensor([3, 6, 1, 4]), reset), (torch.zeros(4, dtype=torch.long), None)]:
+        want = m(x, lengths=lengths, reset=mask)
+        got = compiled(x, lengths=lengths, reset=mask)
+        flat_want = [want[0], *want[1], *want[2:]]
+        flat_got = [got[0], *got[1], *got[2:]]
+        for a, b in zip(flat_got, flat_want):
+            torch.testing.assert_close(a, b)
+        ga = torch.autograd.grad(sum(t.sum() for t in flat_got), x)
+        gb = torch.autograd.grad(sum(t.sum() for t in flat_want), x)
+        torch.testing.assert_close(ga, gb)
+
+
+def test_bad_length_values_raise_in_a_compiled_graph():
+    torch._dynamo.reset()
+    m = torch.compile(FusedLSTM(3, 4), backend="aot_eager", fullgraph=True)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match="at most the input's sequence length 5, got 6"):
+        m(x, lengths=torch.tensor([6, 2]))
+    with pytest.raises(ValueError, match="hold only 0 and 1, got values \\[2\\]"):
+        m(x, reset=torch.tensor([[0, 2]] * 5))
+
+
+def test_export_with_lengths_and_reset():
+    """torch.export holds the layout op; the program runs other lengths and masks."""
+    torch.manual_seed(7)
+    m = FusedLSTM(3, 4, bidirectional=True)
+
+    class Caller(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = m
+
+        def forward(self, x, lengths, reset):
+            return self.lstm(x, lengths=lengths, reset=reset)
+
+    x = torch.randn(6, 4, 3)
+    reset = torch.rand(6, 4) < 0.3
+    program = torch.export.export(Caller(), (x, torch.tensor([6, 2, 0, 5]), reset))
+    other_lengths, other_reset = torch.tensor([3, 6, 1, 4]), torch.rand(6, 4) < 0.5
+    got = program.module()(x, other_lengths, other_reset)
+    want = m(x, lengths=other_lengths, reset=other_reset)
     for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
         torch.testing.assert_close(a, b)
-    ga = torch.autograd.grad(got[0].sum() + got[1][0].sum(), x)
-    gb = torch.autograd.grad(want[0].sum() + want[1][0].sum(), x)
-    torch.testing.assert_close(ga, gb)
+
+
+def test_segment_layout_opcheck():
+    lengths = torch.tensor([6, 2, 0, 5])
+    reset = torch.rand(6, 4, generator=torch.Generator().manual_seed(3)) < 0.3
+    for args in [(lengths, None), (None, reset), (lengths, reset)]:
+        torch.library.opcheck(torch.ops.fused_lstm.segment_layout, (*args, 6, 4, torch.device("cpu")))
 
 
 @pytest.mark.parametrize("lengths, exc, match", [

@@ -8,7 +8,7 @@ end: `batch_sizes`), so the call maps onto them by index maps computed from the 
 and the resets alone: the data moves once each way and is never sorted.
 
     x: [T, B, I] padded             --rows-->      packed x: [N, I]      (N = sum of the lengths)
-    y: [T, B, C]                    <--sources--   [packed y; a zero row]: [N + 1, C]
+    y: [T, B, C], zeros             <--rows--      packed y: [N, C]
     h0: [L*D, B, S]                 --initial-->   [L*D, B', S]          (B' segments; a segment
                                                                           after a reset starts at 0)
     h_n: [L*D, B, S]                <--final--     [packed h_n; h0]      (a row without steps
@@ -29,7 +29,6 @@ from torch import Tensor
 class SegmentLayout(NamedTuple):
     batch_sizes: Tensor  # [T'] int64 on the CPU: packed columns alive at each step
     rows: Tensor         # [N] padded row (t * B + b) behind each packed row
-    sources: Tensor      # [T * B] packed row behind each padded row; N (a zero row) for padding
     initial: Tensor      # [B'] caller row whose initial state each segment takes; B: zeros
     final: Tensor        # [B] index into [packed h_n (B' columns); initial states (B)] of h_n[b]
 
@@ -111,8 +110,8 @@ def layout(steps: int, batch: int, lengths: Optional[Tensor], reset: Optional[Te
 
 @torch.library.custom_op("fused_lstm::segment_layout", mutates_args=())
 def segment_layout(lengths: Optional[Tensor], reset: Optional[Tensor], steps: int, batch: int,
-                   device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """SegmentLayout's five tensors (batch_sizes on the CPU, the rest on device). An op, so
+                   device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SegmentLayout's four tensors (batch_sizes on the CPU, the rest on device). An op, so
     that a compiled graph or an exported program holds the call: the maps' sizes (packed
     rows N, segments B', longest segment T') depend on the values of lengths and reset."""
     if lengths is not None:
@@ -157,10 +156,7 @@ def segment_layout(lengths: Optional[Tensor], reset: Optional[Tensor], steps: in
     step_index = torch.arange(longest, dtype=torch.int64).unsqueeze(1)  # [T', 1]
     alive = length_of.unsqueeze(0) > step_index  # [T', B']: a prefix of each row
     rows = ((start_of.unsqueeze(0) + step_index) * batch + row_of.unsqueeze(0))[alive]
-    sources = torch.full((steps * batch,), rows.numel(), dtype=torch.int64)
-    sources[rows] = torch.arange(rows.numel())
-    return (alive.sum(1), rows.to(device), sources.to(device), initial.to(device),
-            final.to(device))
+    return alive.sum(1), rows.to(device), initial.to(device), final.to(device)
 
 
 @segment_layout.register_fake
@@ -169,8 +165,7 @@ def _segment_layout_fake(lengths, reset, steps, batch, device):
     longest, rows, count = (ctx.new_dynamic_size() for _ in range(3))
     index = dict(dtype=torch.int64, device=device)
     return (torch.empty(longest, dtype=torch.int64), torch.empty(rows, **index),
-            torch.empty(steps * batch, **index), torch.empty(count, **index),
-            torch.empty(batch, **index))
+            torch.empty(count, **index), torch.empty(batch, **index))
 
 
 def pack_rows(x: Tensor, lay: SegmentLayout) -> Tensor:
@@ -179,10 +174,11 @@ def pack_rows(x: Tensor, lay: SegmentLayout) -> Tensor:
 
 
 def pad_rows(y: Tensor, lay: SegmentLayout, steps: int, batch: int) -> Tensor:
-    """Packed rows y: [N, C] -> [steps, batch, C], zero past each sequence's end (one
-    gather from y and a zero row: cheaper than zeroing the output and scattering into it)."""
-    with_zero = torch.cat([y, y.new_zeros(1, y.size(-1))])
-    return with_zero.index_select(0, lay.sources).view(steps, batch, y.size(-1))
+    """Packed rows y: [N, C] -> [steps, batch, C], zero past each sequence's end (zeros, and
+    the packed rows copied to their places: one fresh buffer, where gathering from y and an
+    appended zero row made two; the second is what cost page faults on every call)."""
+    out = y.new_zeros(steps * batch, y.size(-1))
+    return out.index_copy_(0, lay.rows, y).view(steps, batch, y.size(-1))
 
 
 def initial_states(state0: Tensor, lay: SegmentLayout) -> Tensor:

@@ -135,18 +135,22 @@ def test_tf32_flag():
         bench.parse_args(["--device", "cpu", "--tf32", "maybe"])
 
 
-def test_segments_bench_prints_both_tables(capsys, monkeypatch):
+def test_segments_bench_prints_its_three_tables(capsys, monkeypatch):
     from fused_lstm.bench import segments
 
     monkeypatch.setattr(segments, "SHAPES", [("tiny", 6, 3, 4, 5, 2, True)])
     monkeypatch.setattr(segments, "ROLLOUTS", [("tiny-rollout", 8, 2, 4, 5)])
+    monkeypatch.setattr(segments, "ONE_STEP_SHAPES", [("B=2 H=5", 2, 5)])
     rows = segments.main(["--reps", "1", "--warmup", "0"])
     printed = capsys.readouterr().out
     assert "| tiny T=6 B=3 I=4 H=5 L=2 bidir | training |" in printed
     assert "| tiny-rollout T=8 B=2 I=4 H=5 | inference |" in printed
+    assert "| B=2 H=5 | training |" in printed
     assert [(r["mode"], sorted(r["ms"])) for r in rows] == [
         ("inference", sorted(segments.WAYS)), ("training", sorted(segments.WAYS)),
-        ("inference", sorted(segments.RESET_WAYS)), ("training", sorted(segments.RESET_WAYS))]
+        ("inference", sorted(segments.RESET_WAYS)), ("training", sorted(segments.RESET_WAYS)),
+        ("inference", sorted(segments.ONE_STEP_WAYS)),
+        ("training", sorted(segments.ONE_STEP_WAYS))]
     assert all(v > 0 for r in rows for v in r["ms"].values())
 
 

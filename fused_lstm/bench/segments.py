@@ -12,6 +12,9 @@ way timed interleaved in one process, medians:
 Table 2, a PPO-style rollout with episode ends (reset at each step and environment
 with probability 1/50): one call with reset=, against the step-at-a-time loops RL code
 writes (nn.LSTM, or FusedLSTM, called with T = 1 and the state multiplied by 1 - done).
+Table 3, one-step calls (streaming): FusedLSTM.step(x_t, (h, c)) against nn.LSTM and
+FusedLSTM called on a sequence of length 1, at B = 1, 8, 64 and H = I = 128, 256, 512;
+each timed repetition makes ONE_STEP_CALLS calls and the table gives ms per call.
 Inference (no_grad) and training (forward + backward of the outputs and h_n, c_n).
 """
 
@@ -36,6 +39,10 @@ WAYS = ["lengths=", "packed", "pack+pad", "nn.LSTM padded", "nn.LSTM pack+pad"]
 # (name, T, B, I, H)
 ROLLOUTS = [("ppo", 128, 16, 256, 256), ("ppo-atari", 128, 8, 512, 128)]
 RESET_WAYS = ["reset=", "nn.LSTM step loop", "FusedLSTM step loop"]
+# (name, B, H): one-step calls with I = H
+ONE_STEP_SHAPES = [(f"B={B} H={H}", B, H) for B in (1, 8, 64) for H in (128, 256, 512)]
+ONE_STEP_WAYS = ["FusedLSTM.step", "nn.LSTM T=1", "FusedLSTM T=1"]
+ONE_STEP_CALLS = 10
 
 
 def _timed_step(mode: str, run) -> callable:
@@ -87,6 +94,31 @@ def _rollout_steps(shape, device, mode: str) -> Dict[str, callable]:
             "FusedLSTM step loop": _timed_step(mode, lambda: step_loop(fused))}
 
 
+def _one_step_steps(shape, device, mode: str) -> Dict[str, callable]:
+    """ONE_STEP_CALLS one-step calls of each way per timed repetition (training: each
+    call's output, h and c summed and backpropagated, as a per-step loss would)."""
+    name, B, H = shape
+    gen = torch.Generator().manual_seed(0)
+    ref, fused = _pair(device, H, H)
+    x = torch.randn(B, H, generator=gen).to(device).requires_grad_(mode == "training")
+    h0 = torch.randn(1, B, H, generator=gen).to(device)
+    c0 = torch.randn(1, B, H, generator=gen).to(device)
+    calls = {"FusedLSTM.step": lambda: fused.step(x, (h0, c0)),
+             "nn.LSTM T=1": lambda: ref(x.unsqueeze(0), (h0, c0)),
+             "FusedLSTM T=1": lambda: fused(x.unsqueeze(0), (h0, c0))}
+
+    def repeated(call):
+        def run():
+            for _ in range(ONE_STEP_CALLS):
+                y, (h, c) = call()
+                if mode == "training":
+                    (y.sum() + h.sum() + c.sum()).backward()
+        return run
+
+    return {way: repeated(call) if mode == "training" else _timed_step(mode, repeated(call))
+            for way, call in calls.items()}
+
+
 def _steps(shape, device, mode: str) -> Dict[str, callable]:
     name, T, B, I, H, layers, bidir = shape
     gen = torch.Generator().manual_seed(0)
@@ -128,9 +160,10 @@ def _label(shape) -> str:
             + (" bidir" if bidir else ""))
 
 
-def _table(title: str, ways: List[str], cases, args) -> List[dict]:
+def _table(title: str, ways: List[str], cases, args, calls: int = 1) -> List[dict]:
     """One markdown table: a row per (case, mode), the ways timed interleaved, medians in
-    ms and each way's time over the first way's. cases: (label, shape, make_steps)."""
+    ms (per call, where each timed step makes `calls` calls) and each way's time over the
+    first way's. cases: (label, shape, make_steps)."""
     print(f"| {title} | mode | " + " | ".join(ways) + " |")
     print("|---|---|" + "---|" * len(ways))
     rows = []
@@ -139,7 +172,7 @@ def _table(title: str, ways: List[str], cases, args) -> List[dict]:
             steps = make_steps(shape, args.device, mode)
             times = time_interleaved([steps[w] for w in ways], args.reps, args.warmup,
                                      args.device)
-            med = {w: summarize(t)["median_s"] * 1e3 for w, t in zip(ways, times)}
+            med = {w: summarize(t)["median_s"] * 1e3 / calls for w, t in zip(ways, times)}
             cells = [f"{med[w]:.3g}" + ("" if w == ways[0] else f" ({med[w] / med[ways[0]]:.2f}x)")
                      for w in ways]
             print(f"| {label} | {mode} | " + " | ".join(cells) + " |")
@@ -160,7 +193,7 @@ def main(argv: List[str] = None) -> List[dict]:
     info = machine_info(torch.device(args.device),
                         ["python", "-m", "fused_lstm.bench.segments"] + list(argv or []))
     kernels = (info.get("cpu_isa") or {}).get("kernels", "")
-    print(f"# lengths= and reset= on {info.get('device_name')} ({kernels})")
+    print(f"# lengths=, reset= and one-step calls on {info.get('device_name')} ({kernels})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, reps {args.reps}, "
           "medians in ms; ratios: time of the way / time of the first column's\n")
     rows = []
@@ -170,6 +203,9 @@ def main(argv: List[str] = None) -> List[dict]:
     rollout_table = [(f"{s[0]} T={s[1]} B={s[2]} I={s[3]} H={s[4]}", s, _rollout_steps)
                      for s in ROLLOUTS]
     rows += _table("rollout", RESET_WAYS, rollout_table, args)
+    print()
+    one_step_table = [(s[0], s, _one_step_steps) for s in ONE_STEP_SHAPES]
+    rows += _table("one step", ONE_STEP_WAYS, one_step_table, args, calls=ONE_STEP_CALLS)
     return rows
 
 

@@ -50,17 +50,24 @@ bool natural_weights(const LayerArgs& a, bool bf16) {
   return a.T <= Tuning::kMaxNaturalWeightSteps && a.T > 0 && !bf16 && !a.has_proj;
 }
 
+// The one-step route's pointwise pass: rows per thread's share, so that a share holds at
+// least kMinParallelStepCells cells (fewer rows than two shares: the calling thread alone).
+int64_t step_row_grain(const LayerArgs& a) {
+  return std::max<int64_t>(1, Tuning::kMinParallelStepCells / std::max<int64_t>(a.H, 1));
+}
+
 }  // namespace
 
 ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype) {
   const bool bf16 = bf16_operands(a, dtype);
   const bool natural = natural_weights(a, bf16);
-  // On the one-step route ATen's GEMMs (threaded inside) come first; what is left for the
-  // loop, the pointwise pass of one step, is not worth waking a second thread for.
+  // On the one-step route ATen's GEMMs (threaded inside) come first, and there is no loop;
+  // the pointwise pass of the step is shared out by step_row_grain.
   const LoopSplit split =
       natural ? LoopSplit{}
               : loop_split(a, Tuning::kMinParallelForwardStepMacs, operand_bytes(dtype, bf16));
-  return {bf16, a.B >= Tuning::kMinRowsForStepInput && !natural, natural, split};
+  return {bf16, a.B >= Tuning::kMinRowsForStepInput && !natural, natural, split,
+          step_row_grain(a)};
 }
 
 BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {
@@ -77,7 +84,8 @@ BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {
              a.N * G * (a.I + 2 * a.Hout) >= Tuning::kMinOverlapMacs) {
     route = BackwardRoute::kOverlapped;
   }
-  return {bf16, natural_weights(a, bf16), route, split, Tuning::kBackwardBlockRows};
+  return {bf16, natural_weights(a, bf16), route, split, Tuning::kBackwardBlockRows,
+          step_row_grain(a)};
 }
 
 int64_t plan_variant_threads(const LayerArgs& a) {

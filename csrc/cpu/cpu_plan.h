@@ -35,17 +35,20 @@ struct ForwardPlan {
   bool input_per_step;  // x @ w_ih^T step by step inside the loop (else one GEMM over all
                         // steps before it)
   bool natural_weights; // one step: its GEMMs on the weights as they are (ATen's GEMM),
-                        // with no blocked copy of them; the gates reordered instead
+                        // with no blocked copy of them, and the pointwise pass on gates
+                        // in nn.LSTM's order
   LoopSplit split;
+  int64_t step_row_grain;  // one step: rows of the pointwise pass per thread's share
 };
 
 struct BackwardPlan {
   bool bf16_operands;
-  bool natural_weights;  // as the forward's: the one step's d(gates) reordered to nn.LSTM's
-                         // gate order and every GEMM on the weights as they are
+  bool natural_weights;  // as the forward's: the one step's d(gates) in nn.LSTM's gate
+                         // order and every GEMM on the weights as they are
   BackwardRoute route;
   LoopSplit split;     // the backward loop's (route 1: by rows; route 2: one thread)
   int64_t block_rows;  // rows of d(gates) turned into gradients at a time
+  int64_t step_row_grain;  // as the forward's
 };
 
 // Threads of the variant op's loops (variant_loop.h), each running the whole sequence on

@@ -78,6 +78,9 @@ struct Tuning {
   // Calls of at most this many steps run their GEMMs on the weights as they are, with no
   // blocked copy of them (float and double, no projection).
   static constexpr int64_t kMaxNaturalWeightSteps = 1;
+  // Their pointwise passes are shared out to the threads by rows from this many cells
+  // (rows x H) on.
+  static constexpr int64_t kMinParallelStepCells = 16 * 1024;
 
   // ---- GEMMs and copies ----
   // GEMMs below this many multiply-adds run on the calling thread.

@@ -97,21 +97,6 @@ Tensor transposed_operand(const Tensor& w, int64_t H) {
   return out;
 }
 
-// The column of [B, 4H] gates in nn.LSTM's order behind each blocked column (blocked =
-// natural.index_select(1, this)), and the reverse map.
-Tensor natural_rows_of_blocked(int64_t H) {
-  Tensor index = at::empty({4 * H}, at::kLong);
-  int64_t* p = index.data_ptr<int64_t>();
-  for (int64_t col = 0; col < 4 * H; ++col) p[col] = natural_gate_row(H, col);
-  return index;
-}
-Tensor blocked_columns_of_natural(int64_t H) {
-  Tensor index = at::empty({4 * H}, at::kLong);
-  int64_t* p = index.data_ptr<int64_t>();
-  for (int64_t row = 0; row < 4 * H; ++row) p[row] = blocked_gate_column(H, row / H, row % H);
-  return index;
-}
-
 template <typename In>
 DirectionForward forward_impl(
     const LayerArgs& a, const ForwardPlan& plan, const Tensor& x, const Tensor& h0,
@@ -129,11 +114,9 @@ DirectionForward forward_impl(
   // step by step, so inference needs a gate buffer one step long; at small batch
   // one GEMM over all steps comes first (the plan says which).
   const bool input_per_step = plan.input_per_step;
-  // [I, 4H] w_ih^AccT and [Hout, 4H] w_hh^AccT, blocked columns in panels (none on the
-  // one-step route, which multiplies the weights as they are)
-  const bool natural = plan.natural_weights;
-  const Tensor w_ih_t = natural ? Tensor() : transposed_operand<In>(w_ih, a.H);
-  const Tensor w_hh_t = natural ? Tensor() : transposed_operand<In>(w_hh, a.H);
+  // [I, 4H] w_ih^AccT and [Hout, 4H] w_hh^AccT, blocked columns in panels
+  const Tensor w_ih_t = transposed_operand<In>(w_ih, a.H);
+  const Tensor w_hh_t = transposed_operand<In>(w_hh, a.H);
   const Tensor w_hr_t = a.has_proj ? as_compute(*w_hr, ct).t().contiguous() : Tensor();
   const Tensor bias = a.has_bias ? at::empty({G}, opts) : Tensor();  // [4H] blocked
   const Tensor h0_c = as_compute(h0, it);
@@ -156,15 +139,7 @@ DirectionForward forward_impl(
       pb[col] = pi[row] + ph[row];
     }
   }
-  if (natural) {
-    // One step: gates = x @ w_ih^T + h0 @ w_hh^T ([B, 4H], nn.LSTM's gate order) through
-    // ATen's GEMM on the weights as they are, then into the blocked order. (No autograd
-    // here: a direction may run on a worker thread, where grad mode is on.)
-    const at::NoGradGuard no_grad;
-    Tensor natural_gates = at::mm(x2, as_compute(w_ih, it).t());
-    natural_gates.addmm_(h0_c, as_compute(w_hh, it).t());
-    at::index_select_out(gates, natural_gates, 1, natural_rows_of_blocked(a.H));
-  } else if (!input_per_step) {
+  if (!input_per_step) {
     // gates = x @ w_ih^AccT for all steps at once; the bias is added in the pointwise pass.
     parallel_gemm_nn_panels<In>(a.N, G, a.I, x2.data_ptr<In>(), a.I, w_ih_t.data_ptr<In>(),
                                 gates.data_ptr<AccT>(), G, false);
@@ -189,6 +164,52 @@ DirectionForward forward_impl(
   return {y.to(dt), h_n.to(dt), c.to(dt), gates, cells};
 }
 
+// One step (the plan's natural_weights), all in nn.LSTM's gate order: gates = x @ w_ih^T +
+// h0 @ w_hh^T through ATen's GEMM on the weights as they are (a blocked copy of them costs
+// more than the GEMMs, which read each weight once), then the variant op's pointwise pass
+// with no option on, which reads gates in that order (the same gate math as the blocked
+// pass, so the same bits). Saved for backward_one_step: the activated gates [B, 4H] in
+// nn.LSTM's order and c [B, H]. No projection. x [1, B, I] (or packed [B, I]); h0 [B, Hout];
+// c0 [B, H].
+template <typename T>
+DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, const Tensor& x,
+                                  const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                  const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                                  bool need_backward) {
+  const at::NoGradGuard no_grad;  // ATen ops below, maybe on a worker thread
+  const auto dt = x.scalar_type();
+  const auto ct = c10::CppTypeToScalarType<T>::value;
+  const int64_t G = 4 * a.H;
+  const Tensor h0_c = as_compute(h0, ct);
+  Tensor gates = at::mm(as_compute(x, ct).view({a.B, a.I}), as_compute(w_ih, ct).t());  // [B, 4H]
+  gates.addmm_(h0_c, as_compute(w_hh, ct).t());
+  const Tensor bias = a.has_bias ? as_compute(*b_ih, ct) + as_compute(*b_hh, ct) : Tensor();  // [4H]
+  const Tensor c0_c = as_compute(c0, ct);
+  Tensor c = at::empty({a.B, a.H}, c0_c.options());  // [B, H], becomes c_n
+  Tensor y = at::empty({a.B, a.H}, c0_c.options());  // [B, H]: the step's h
+  VariantForwardStep<T> st{gates.data_ptr<T>(), G, ptr_or_null<T>(bias),
+                           c0_c.data_ptr<T>(), a.H,
+                           nullptr, 0,
+                           nullptr, nullptr, T(0), false,
+                           c.data_ptr<T>(), a.H,  // c^ is c: no option changes it
+                           nullptr,
+                           c.data_ptr<T>(), a.H,
+                           y.data_ptr<T>(), a.H};
+  at::parallel_for(0, a.B, plan.step_row_grain, [&](int64_t r0, int64_t r1) {
+    VariantForwardStep<T> rows = st;
+    rows.gates += r0 * G;
+    rows.c_prev += r0 * a.H;
+    rows.cand += r0 * a.H;
+    rows.c_out += r0 * a.H;
+    rows.h += r0 * a.H;
+    vector_kernels<T>().variant_forward(rows, r1 - r0, a.H);
+  });
+  const Tensor h_n = y.to(dt, /*non_blocking=*/false, /*copy=*/true);  // [B, H]
+  return {(a.packed ? y : y.view({1, a.B, a.H})).to(dt), h_n, c.to(dt),
+          need_backward ? gates : at::empty({0, G}, gates.options()),
+          need_backward ? c : at::empty({0, a.H}, c.options())};
+}
+
 // One direction: h0 [B, Hout], c0 [B, H].
 DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes,
                                    const Tensor& h0, const Tensor& c0,
@@ -201,17 +222,23 @@ DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes
                                        need_backward);
   }
   return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_forward_cpu", [&] {
+    if (plan.natural_weights) {
+      return forward_one_step<scalar_t>(a, plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                        need_backward);
+    }
     return forward_impl<scalar_t>(a, plan, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
                                   need_backward);
   });
 }
 
-// One step (the plan's natural_weights): the pointwise backward of the step gives d(gates)
-// in the blocked order; back in nn.LSTM's order, every gradient is one ATen GEMM on the
-// weights as they are. No projection. h0, grad_h_n [B, Hout]; c0, grad_c_n [B, H].
+// One step (the plan's natural_weights), on what forward_one_step saved: the variant op's
+// pointwise backward with no option on gives d(gates) in nn.LSTM's order, and every
+// gradient is one ATen GEMM on the weights as they are. No projection. h0, grad_h_n
+// [B, Hout]; c0, grad_c_n [B, H]; gates [B, 4H] activated, nn.LSTM's order; cells [B, H].
 template <typename T>
-DirectionBackward backward_one_step(const LayerArgs& a, const Tensor& grad_y,
-                                    const Tensor& grad_h_n, const Tensor& grad_c_n,
+DirectionBackward backward_one_step(const LayerArgs& a, const BackwardPlan& plan,
+                                    const Tensor& grad_y, const Tensor& grad_h_n,
+                                    const Tensor& grad_c_n,
                                     const Tensor& x, const Tensor& h0, const Tensor& c0,
                                     const Tensor& w_ih, const Tensor& w_hh, const Tensor& gates,
                                     const Tensor& cells) {
@@ -220,26 +247,36 @@ DirectionBackward backward_one_step(const LayerArgs& a, const Tensor& grad_y,
   const auto ct = c10::CppTypeToScalarType<T>::value;
   const auto opts = x.options().dtype(ct);
   const int64_t G = 4 * a.H, H = a.H;
-  const Tensor gy = as_compute(grad_y, ct).view({a.B, a.Hout});  // y of the step: [B, Hout]
-  const Tensor gh = as_compute(grad_h_n, ct);                    // [B, Hout]
-  const Tensor act = as_compute(gates, ct).view({a.B, G});       // activated, blocked
+  // dL/dh of the step: through y and h_n alike, [B, H]
+  const Tensor dh = as_compute(grad_y, ct).view({a.B, a.Hout}) + as_compute(grad_h_n, ct);
+  const Tensor act = as_compute(gates, ct).view({a.B, G});
   const Tensor c_step = as_compute(cells, ct).view({a.B, H});
   const Tensor c0_c = as_compute(c0, ct);
   Tensor dc = fresh(grad_c_n, ct);  // [B, H], becomes grad_c0
-  Tensor dgates = at::empty({a.B, G}, opts);  // [B, 4H] blocked
-  const auto& kernels = vector_kernels<T>();
-  for (int64_t chunk = 0; chunk < chunk_count(H); ++chunk) {
-    const int64_t u = chunk * kGateChunk, w = chunk_width(H, chunk);
-    BackwardStep<T> st{act.data_ptr<T>() + 4 * u, G,
-                       c_step.data_ptr<T>() + u, H,
-                       c0_c.data_ptr<T>() + u, H,
-                       gy.data_ptr<T>() + u, a.Hout,
-                       gh.data_ptr<T>() + u, a.Hout,
-                       dc.data_ptr<T>() + u, H,
-                       dgates.data_ptr<T>() + 4 * u, G};
-    kernels.backward(st, a.B, w, 0, w);
-  }
-  const Tensor dg = dgates.index_select(1, blocked_columns_of_natural(H));  // [B, 4H] natural
+  Tensor dg = at::empty({a.B, G}, opts);  // [B, 4H] nn.LSTM's order
+  VariantBackwardStep<T> st{act.data_ptr<T>(), G,
+                            c_step.data_ptr<T>(), H,
+                            nullptr,
+                            c0_c.data_ptr<T>(), H,
+                            nullptr, 0,
+                            nullptr, nullptr, false,
+                            dh.data_ptr<T>(), H,
+                            dc.data_ptr<T>(), H,
+                            dg.data_ptr<T>(), G,
+                            nullptr, nullptr,
+                            nullptr};
+  at::parallel_for(0, a.B, plan.step_row_grain, [&](int64_t r0, int64_t r1) {
+    std::vector<T> work(H);  // the pass's scratch [H]
+    VariantBackwardStep<T> rows = st;
+    rows.act += r0 * G;
+    rows.cand += r0 * H;
+    rows.c_prev += r0 * H;
+    rows.dh += r0 * H;
+    rows.dc += r0 * H;
+    rows.dgates += r0 * G;
+    rows.work = work.data();
+    vector_kernels<T>().variant_backward(rows, r1 - r0, H);
+  });
   const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);
   const Tensor grad_x = at::mm(dg, w_ih_c);                                 // [B, I]
   const Tensor grad_h0 = at::mm(dg, w_hh_c);                                // [B, Hout]
@@ -355,8 +392,8 @@ DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_
   }
   return AT_DISPATCH_FLOATING_TYPES(compute_dtype(x.scalar_type()), "lstm_layer_backward_cpu", [&] {
     if (plan.natural_weights) {
-      return backward_one_step<scalar_t>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
-                                         gates, cells);
+      return backward_one_step<scalar_t>(a, plan, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih,
+                                         w_hh, gates, cells);
     }
     return backward_impl<scalar_t>(a, plan, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh,
                                    w_hr, y, gates, cells, reverse);

@@ -80,7 +80,7 @@ struct Tuning {
   static constexpr int64_t kMaxNaturalWeightSteps = 1;
   // Their pointwise passes are shared out to the threads by rows from this many cells
   // (rows x H) on.
-  static constexpr int64_t kMinParallelStepCells = 16 * 1024;
+  static constexpr int64_t kMinParallelStepCells = 4 * 1024;
 
   // ---- GEMMs and copies ----
   // GEMMs below this many multiply-adds run on the calling thread.

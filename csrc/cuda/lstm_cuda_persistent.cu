@@ -58,15 +58,19 @@ struct Split {
   static constexpr int kSlices = 8 * kKGroups;           // S = 256 / U
   static constexpr int kSums = 4 * NB;                   // per unit: gate-major, then row
   static constexpr int kSumsPerLane = kSums / 8;         // after the 8-lane reduction
+  // A unit's sums in red_s, one float apart more than their count: the cell update's
+  // threads (consecutive units, each reading its row's sum) then hit different banks
+  // instead of all the same one (at most 4-way at U = 8, 2-way at U = 16).
+  static constexpr int kSumsStride = kSums + 1;
   static constexpr int kRowGroups = NB / 4;              // float4s of h per column
   static_assert(U * NB <= kThreads, "one thread per (unit, row) in the cell update");
 
   // Shared memory, in this order (all float32, 16-byte aligned):
   //   w_s   [U][H] float4: w_s[u][k] = w_hh rows (g * H + j0 + u), g = 0..3, column k
   //   h_s   [2][kRowGroups][H] float4: h_s[p][r / 4][k].(r % 4) = h_{t-1}[row0 + r][k]
-  //   red_s [kKGroups][U][kSums] float: partial gate sums per k group
+  //   red_s [kKGroups][U][kSumsStride] float: partial gate sums per k group
   static size_t smem_bytes(int64_t H) {
-    return sizeof(float) * (4 * U * H + 2 * NB * H + kKGroups * U * kSums);
+    return sizeof(float) * (4 * U * H + 2 * NB * H + kKGroups * U * kSumsStride);
   }
 };
 
@@ -113,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ float4 smem[];
   float4* const w_s = smem;         // [U][H]
   float4* const h_s = w_s + U * H;  // [2][kRowGroups][H]
-  float* const red_s = reinterpret_cast<float*>(h_s + 2 * S::kRowGroups * H);  // [KG][U][4NB]
+  float* const red_s = reinterpret_cast<float*>(h_s + 2 * S::kRowGroups * H);  // see Split
   float* const w_f = reinterpret_cast<float*>(w_s);
   float* const h_f = reinterpret_cast<float*>(h_s);
 
@@ -221,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     reduce_halves<S::kSums / 2>(sums, (lane & 4) != 0, 4);
     reduce_halves<S::kSums / 4>(sums, (lane & 2) != 0, 2);
     reduce_halves<S::kSums / 8>(sums, (lane & 1) != 0, 1);
-    float* const red = red_s + (kg * U + pu) * S::kSums + (lane % 8) * S::kSumsPerLane;
+    float* const red = red_s + (kg * U + pu) * S::kSumsStride + (lane % 8) * S::kSumsPerLane;
 #pragma unroll
     for (int i = 0; i < S::kSumsPerLane; ++i) red[i] = sums[i];
     __syncthreads();
@@ -233,7 +237,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         z[g] = a[g];
 #pragma unroll
         for (int q = 0; q < S::kKGroups; ++q) {
-          z[g] += red_s[(q * U + upd_u) * S::kSums + g * NB + upd_r];
+          z[g] += red_s[(q * U + upd_u) * S::kSumsStride + g * NB + upd_r];
         }
       }
       gi = gate_sigmoid(z[0]);

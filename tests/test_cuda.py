@@ -12,6 +12,8 @@ FUSED_LSTM_CUDA_STEP.
 Skipped as a whole without a visible GPU or without the CUDA kernels in the build.
 """
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -26,7 +28,8 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import helpers  # noqa: E402
-from helpers import assert_matches_cudnn, flat_outputs, make_pair, rel_err  # noqa: E402
+from helpers import (  # noqa: E402
+    CUDA_F32_TOL, assert_matches_cudnn, flat_outputs, make_pair, rel_err)
 
 DEVICE = "cuda"
 OPS = torch.ops.fused_lstm
@@ -272,3 +275,229 @@ def test_packed_batch_sizes_must_stay_on_the_cpu():
     args[1] = args[1].to(DEVICE)
     with pytest.raises(RuntimeError, match="batch_sizes"):
         OPS.lstm_layer_forward(*args, False)
+
+
+# ---------------------------------------------------------------------------
+# the persistent forward (FUSED_LSTM_CUDA_STEP=persistent: one launch per layer direction
+# on sm_90 thread-block clusters; csrc/cuda/lstm_cuda_persistent.cu): never chosen by
+# default, taken where forced for float32 dense layers without projection, B <= 16 and
+# H <= 128 a multiple of 8 or H <= 256 a multiple of 16; elsewhere the default route runs
+# ---------------------------------------------------------------------------
+
+PERSISTENT_KERNEL = "persistent_forward_kernel"
+# Where the kernel can run at all (clusters); on older GPUs the forced route falls back.
+CLUSTERS = torch.cuda.get_device_capability()[0] >= 9
+
+
+def cuda_kernels_of(fn):
+    """Names of the CUDA kernels fn() launches, from torch.profiler (skips the test where
+    the profiler records no kernels, e.g. without CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        result = fn()
+        torch.cuda.synchronize()
+    names = {e.name for e in prof.events()
+             if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA}
+    if not names:
+        pytest.skip("torch.profiler recorded no CUDA kernels here")
+    return result, names
+
+
+def ran_persistent(fn):
+    """(fn's result, whether it launched the persistent kernel)."""
+    result, names = cuda_kernels_of(fn)
+    return result, any(PERSISTENT_KERNEL in n for n in names)
+
+
+def set_route(monkeypatch, route):
+    """FUSED_LSTM_CUDA_STEP=route, or unset for route None (read by the C++ at every call)."""
+    if route is None:
+        monkeypatch.delenv("FUSED_LSTM_CUDA_STEP", raising=False)
+    else:
+        monkeypatch.setenv("FUSED_LSTM_CUDA_STEP", route)
+
+
+def persistent_pair(B, H, T, I=16, bidirectional=False, batch_first=False, with_hx=True,
+                    num_layers=1, seed=0, **cfg):
+    """nn.LSTM and FusedLSTM on shared weights (scaled so the pre-activations stay O(1) at
+    H = 256), an input and an initial state (None without hx)."""
+    torch.manual_seed(seed)
+    ref, fused = make_pair(torch.float32, device=DEVICE, input_size=I, hidden_size=H,
+                           num_layers=num_layers, bidirectional=bidirectional,
+                           batch_first=batch_first, **cfg)
+    with torch.no_grad():
+        for p in list(ref.parameters()) + list(fused.parameters()):
+            p.mul_(min(1.0, 4.0 / H ** 0.5))
+    x = torch.randn((B, T, I) if batch_first else (T, B, I), device=DEVICE, requires_grad=True)
+    D = 2 if bidirectional else 1
+    Hout = cfg.get("proj_size", 0) or H
+    hx = None
+    if with_hx:
+        hx = (state(num_layers, D, B, Hout), state(num_layers, D, B, H))
+    return ref, fused, x, hx
+
+
+def call(module, x, hx):
+    return module(x) if hx is None else module(x, hx)
+
+
+def outputs_and_grads(module, x, hx, grad_outs=None):
+    """Outputs (y, h_n, c_n) and, given grad_outs, the gradients of sum(out * grad_out)
+    w.r.t. x, hx and every parameter (through the module's own backward)."""
+    train = grad_outs is not None
+    x = x.detach().requires_grad_(train)
+    hx = None if hx is None else tuple(t.detach().requires_grad_(train) for t in hx)
+    with torch.set_grad_enabled(train):
+        outs = flat_outputs(call(module, x, hx))
+    if not train:
+        return outs
+    wrt = [x, *(hx or ()), *module.parameters()]
+    grads = torch.autograd.grad(outs, wrt, [g.to(o) for g, o in zip(grad_outs, outs)])
+    return [o.detach() for o in outs] + list(grads)
+
+
+PERSISTENT_SHAPES = [(B, H, T) for B in (1, 3, 16) for H in (32, 128, 256) for T in (1, 5, 300)]
+
+
+@pytest.mark.parametrize("case", range(len(PERSISTENT_SHAPES)),
+                         ids=[f"B{B}-H{H}-T{T}" for B, H, T in PERSISTENT_SHAPES])
+def test_persistent_matches_nn_lstm(monkeypatch, case):
+    """Outputs and every gradient (the default backward after the persistent forward)
+    against cuDNN and float64, options cycled over the shapes: one or two directions,
+    with or without hx, batch_first or not."""
+    B, H, T = PERSISTENT_SHAPES[case]
+    bidirectional, with_hx, batch_first = case % 2 == 1, case % 3 != 0, case % 4 >= 2
+    ref, fused, x, hx = persistent_pair(B, H, T, bidirectional=bidirectional,
+                                        batch_first=batch_first, with_hx=with_hx, seed=case)
+    set_route(monkeypatch, "persistent")
+    inference, ran = ran_persistent(lambda: outputs_and_grads(fused, x, hx))
+    assert ran == CLUSTERS
+    assert_matches_cudnn(ref, fused, x, hx)
+    # The same kernel with and without saving for backward: the same outputs, bit for bit.
+    training = outputs_and_grads(fused, x, hx, [torch.randn_like(t) for t in inference])
+    for a, b in zip(inference, training[:3]):
+        assert torch.equal(a, b)
+
+
+def assert_persistent_matches_default(monkeypatch, ref, fused, x, hx, train=True):
+    """The persistent route against the default one on the same module: outputs (and
+    gradients when train) differ by at most 1e-5 relative to the largest value, or by
+    twice the default route's own error against float64 where that is larger (two
+    float32 results can differ by the sum of their errors)."""
+    set_route(monkeypatch, None)
+    probe = outputs_and_grads(fused, x, hx)
+    grad_outs = [torch.randn_like(t) for t in probe] if train else None
+    base = outputs_and_grads(fused, x, hx, grad_outs)
+    set_route(monkeypatch, "persistent")
+    _, ran = ran_persistent(lambda: outputs_and_grads(fused, x, hx))  # forward only: few events
+    assert ran == CLUSTERS
+    got = outputs_and_grads(fused, x, hx, grad_outs)
+    ref64 = copy.deepcopy(ref).to("cpu", torch.float64)
+    hx64 = None if hx is None else tuple(t.cpu().double() for t in hx)
+    want = outputs_and_grads(ref64, x.cpu().double(), hx64,
+                             None if grad_outs is None else [g.cpu().double() for g in grad_outs])
+    for k, (g, b, w) in enumerate(zip(got, base, want)):
+        assert g.shape == b.shape and g.dtype == b.dtype, k
+        err_base = rel_err(b.cpu().double(), w)
+        diff = rel_err(g, b)
+        assert diff <= max(CUDA_F32_TOL, 2 * err_base), (
+            f"tensor {k}: persistent vs default route {diff:.3g}, the default route's "
+            f"error against float64 {err_base:.3g}")
+
+
+@pytest.mark.parametrize("B,H,T,bidirectional,batch_first", [
+    (16, 256, 300, True, False),
+    (3, 128, 5, False, True),
+    (1, 32, 1, True, True),
+    (9, 64, 40, False, False),  # two clusters, the second with one row
+    (4, 48, 17, True, False),   # a cluster of 6 CTAs
+    (5, 144, 20, False, False),  # 16 units per CTA, 9 CTAs (non-portable)
+])
+def test_persistent_matches_default_route(monkeypatch, B, H, T, bidirectional, batch_first):
+    ref, fused, x, hx = persistent_pair(B, H, T, bidirectional=bidirectional,
+                                        batch_first=batch_first, seed=B + H + T)
+    assert_persistent_matches_default(monkeypatch, ref, fused, x, hx, train=True)
+    assert_persistent_matches_default(monkeypatch, ref, fused, x, hx, train=False)
+
+
+def test_persistent_two_layers_in_training(monkeypatch):
+    """Layer 2 reads layer 1's y from the persistent kernel; both backward through it."""
+    ref, fused, x, hx = persistent_pair(6, 64, 30, I=10, num_layers=2, bidirectional=True)
+    set_route(monkeypatch, "persistent")
+    assert_matches_cudnn(ref, fused, x, hx)
+
+
+def test_persistent_long_sequence(monkeypatch):
+    """70,000 steps, beyond cuDNN's 65,535 and the grid's 65,535 blocks: the loop runs
+    inside the kernel. Forward and backward against the default route."""
+    ref, fused, x, hx = persistent_pair(2, 32, 70_000, I=4)
+    assert_persistent_matches_default(monkeypatch, ref, fused, x, hx, train=True)
+
+
+def test_persistent_bitwise_repeatable(monkeypatch):
+    ref, fused, x, hx = persistent_pair(16, 128, 50, bidirectional=True)
+    set_route(monkeypatch, "persistent")
+    grad_outs = [torch.randn_like(t) for t in outputs_and_grads(fused, x, hx)]
+    for train in (False, True):
+        first = outputs_and_grads(fused, x, hx, grad_outs if train else None)
+        second = outputs_and_grads(fused, x, hx, grad_outs if train else None)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
+
+
+# Outside the persistent kernel's scope: each runs the default route, bit for bit.
+FALLBACK_CASES = {
+    "B17": dict(B=17, H=32),
+    "H20": dict(B=3, H=20),      # not a multiple of 8
+    "H136": dict(B=3, H=136),    # above 128, not a multiple of 16
+    "H264": dict(B=3, H=264),    # above 256
+    "proj": dict(B=3, H=32, proj_size=8),
+    "packed": dict(B=3, H=32, packed=True),
+    "float64": dict(B=3, H=32, dtype=torch.float64),
+    "bfloat16": dict(B=3, H=32, dtype=torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACK_CASES))
+def test_persistent_falls_back_outside_its_scope(monkeypatch, name):
+    cfg = dict(FALLBACK_CASES[name])
+    B, H = cfg.pop("B"), cfg.pop("H")
+    packed = cfg.pop("packed", False)
+    dtype = cfg.pop("dtype", torch.float32)
+    T = 7
+    ref, fused, x, hx = persistent_pair(B, H, T, **cfg)
+    ref, fused = ref.to(dtype), fused.to(dtype)
+    x, hx = x.to(dtype), tuple(t.to(dtype) for t in hx)
+    if packed:
+        x = pack_padded_sequence(x, torch.tensor([7, 5, 2]), enforce_sorted=False)
+
+    def run():
+        with torch.no_grad():
+            return flat_outputs(call(fused, x, hx))
+
+    set_route(monkeypatch, None)
+    want = run()
+    set_route(monkeypatch, "persistent")
+    got, ran = ran_persistent(run)
+    assert not ran
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    if dtype == torch.float32:
+        assert_matches_cudnn(ref, fused, x, hx)
+
+
+@pytest.mark.parametrize("route", [None, "fused", "gemm"], ids=["default", "fused", "gemm"])
+@pytest.mark.parametrize("B,H", [(16, 128), (1, 256), (3, 32)])
+def test_chooser_never_picks_persistent(monkeypatch, route, B, H):
+    _, fused, x, hx = persistent_pair(B, H, 20, bidirectional=True)
+    set_route(monkeypatch, route)
+    _, ran = ran_persistent(lambda: outputs_and_grads(fused, x, hx))
+    assert not ran
+
+
+def test_route_switch_names_persistent_in_its_error(monkeypatch):
+    _, fused, x, hx = persistent_pair(3, 32, 4)
+    set_route(monkeypatch, "persistant")
+    with pytest.raises(RuntimeError, match="'fused', 'gemm' or 'persistent'"):
+        outputs_and_grads(fused, x, hx)

@@ -9,6 +9,21 @@
 
 namespace fused_lstm::cuda {
 
+namespace {
+
+// FUSED_LSTM_CUDA_STEP, read at every call (tests switch it between calls): "" (the
+// chooser below), "fused", "gemm" or "persistent".
+std::string forced_route() {
+  const char* env = std::getenv("FUSED_LSTM_CUDA_STEP");
+  std::string want = env ? env : "";
+  TORCH_CHECK(want.empty() || want == "fused" || want == "gemm" || want == "persistent",
+              "fused_lstm: FUSED_LSTM_CUDA_STEP must be 'fused', 'gemm' or 'persistent', got '",
+              want, "'");
+  return want;
+}
+
+}  // namespace
+
 // The fused steps win while the recurrent product is small, cuBLAS above. On
 // an H200 (benchmarks/NOTES.md, "CUDA: the two step routes"), training ran
 // fused / with cuBLAS at these fractions of cuDNN's speed: B = 16 H = 128
@@ -16,18 +31,28 @@ namespace fused_lstm::cuda {
 // B = 64 H = 512 0.77x / 1.00x, B = 1 H = 1024 0.46x / 0.93x. At H = 512 and
 // B = 1 the forward alone was 14% faster fused, the backward 18% slower.
 // FUSED_LSTM_CUDA_STEP=fused|gemm overrides the choice (layers with a
-// projection always take cuBLAS).
+// projection always take cuBLAS); =persistent leaves it to this chooser for
+// every loop the persistent forward does not run (backward, and the forward
+// shapes persistent_forward_plan refuses).
 StepRoute step_route(const LayerArgs& a, bool backward) {
-  const char* env = std::getenv("FUSED_LSTM_CUDA_STEP");
-  const std::string want = env ? env : "";
-  TORCH_CHECK(want.empty() || want == "fused" || want == "gemm",
-              "fused_lstm: FUSED_LSTM_CUDA_STEP must be 'fused' or 'gemm', got '", want, "'");
+  const std::string want = forced_route();
   const StepRoute library = cublas_gemm_found() ? StepRoute::gemm : StepRoute::aten;
   if (a.has_proj || want == "gemm") return library;
   if (want == "fused") return StepRoute::fused;
   const bool small = a.H <= 256 && a.B <= 128;
   const bool one_row_forward = !backward && a.B == 1 && a.H <= 512;
   return small || one_row_forward ? StepRoute::fused : library;
+}
+
+// Not yet run on a GPU (benchmarks/NOTES.md, "The persistent kernel: written, not yet
+// run"), so only asked for by name, never chosen from the sizes.
+std::optional<PersistentForwardShape> persistent_forward_plan(const LayerArgs& a,
+                                                              at::ScalarType dtype) {
+  if (forced_route() != "persistent") return std::nullopt;
+  if (dtype != at::kFloat || a.packed || a.has_proj || a.T < 1) return std::nullopt;
+  PersistentForwardShape shape;
+  if (!lstm_persistent_forward_shape(a.B, a.H, &shape)) return std::nullopt;
+  return shape;
 }
 
 }  // namespace fused_lstm::cuda

@@ -3,11 +3,13 @@
 #include <ATen/cuda/CUDAContext.h>
 
 #include <algorithm>
+#include <optional>
 #include <type_traits>
 
 #include "cuda_blas.h"
 #include "cuda_plan.h"
 #include "lstm_cuda_kernels.h"
+#include "lstm_cuda_persistent.h"
 #include "lstm_cuda_loops.h"
 
 namespace fused_lstm::cuda {
@@ -175,6 +177,27 @@ void forward_steps_library(const CudaForwardSteps<acc_t>& L, bool use_cublas, Te
   }
 }
 
+// Persistent route: the whole recurrence in one launch (lstm_cuda_persistent.h), where
+// persistent_forward_plan takes the layer direction (float32 only). Returns whether it
+// ran. Reads L.gates ([T, B, 4H] pre-activations; activated gates out if need_backward),
+// h0 and L.c (c0); writes y [T, B, H], L.cells, and h_n, c_n into L.h, L.c.
+template <typename acc_t>
+bool forward_persistent(const CudaForwardSteps<acc_t>& L, const Tensor& h0) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    const std::optional<PersistentForwardShape> shape = persistent_forward_plan(L.a, L.dt);
+    if (!shape) return false;
+    const Tensor h0_c = as_compute(h0, at::kFloat);  // read while L.h is written
+    check_launch(lstm_persistent_forward(*shape, L.a.T, L.a.B, L.a.H, L.reverse, L.gates,
+                                         L.w_hh, h0_c.data_ptr<float>(), L.c,
+                                         static_cast<float*>(L.y), L.cells, L.h, L.c,
+                                         L.need_backward, L.stream),
+                 "lstm_persistent_forward");
+    return true;
+  } else {
+    return false;
+  }
+}
+
 }  // namespace
 
 template <typename acc_t>
@@ -213,17 +236,20 @@ DirectionForward forward_impl(
                                 need_backward ? cells.data_ptr<acc_t>() : nullptr,
                                 y.data_ptr(),
                                 w_hh_c.data_ptr<acc_t>()};
-  const StepRoute route = step_route(a, /*backward=*/false);
-  if (route == StepRoute::fused) {
-    // hist is y itself when y is acc_t.
-    const bool y_is_hist = dt == ct;
-    const Tensor hist = y_is_hist ? y : at::empty({a.N, Hout}, opts);
-    const Tensor h0_c = as_compute(h0, ct);  // read while h is written
-    forward_steps_fused(loop, hist.data_ptr<acc_t>(), y_is_hist, h0_c.data_ptr<acc_t>());
-  } else {
-    const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();     // [Hout, H]
-    const Tensor h_raw = a.has_proj ? at::empty({a.B, H}, opts) : Tensor();  // [B, H]
-    forward_steps_library(loop, route == StepRoute::gemm, gates, h, y, w_hh_c, w_hr_c, h_raw);
+  if (!forward_persistent(loop, h0)) {
+    const StepRoute route = step_route(a, /*backward=*/false);
+    if (route == StepRoute::fused) {
+      // hist is y itself when y is acc_t.
+      const bool y_is_hist = dt == ct;
+      const Tensor hist = y_is_hist ? y : at::empty({a.N, Hout}, opts);
+      const Tensor h0_c = as_compute(h0, ct);  // read while h is written
+      forward_steps_fused(loop, hist.data_ptr<acc_t>(), y_is_hist, h0_c.data_ptr<acc_t>());
+    } else {
+      const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();     // [Hout, H]
+      const Tensor h_raw = a.has_proj ? at::empty({a.B, H}, opts) : Tensor();  // [B, H]
+      forward_steps_library(loop, route == StepRoute::gemm, gates, h, y, w_hh_c, w_hr_c,
+                            h_raw);
+    }
   }
 
   if (!need_backward) gates = at::empty({0, G}, opts);

@@ -63,7 +63,9 @@ FUSED_LSTM_FORCE_CUDA=1 CUDA_HOME="$cuda_home" CPATH="$cublas_include${CPATH:+:$
 import torch
 import fused_lstm
 assert fused_lstm.extension_loaded(), "the CUDA build of fused_lstm._C did not load"
-for name in ("lstm_layer_forward", "lstm_layer_backward"):
+for name in ("lstm_layer_forward", "lstm_layer_backward", "lstm_variant_forward",
+             "lstm_variant_backward"):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_lstm::{name}", "CUDA"), name
-print("build_cuda_extension: OK, the CUDA extension imports and registers its CUDA kernels")
+print("build_cuda_extension: OK, the CUDA extension imports and registers its CUDA kernels "
+      "(the layer op's and the variant op's)")
 EOF

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one command, for a machine with an NVIDIA GPU, nvcc and a CUDA
 # build of torch (no network needed): build the extension in place, run every CUDA
-# test, then the GPU benchmark. Logs and the results file go to OUT.
+# test, then the GPU benchmark and the variants benchmark with the variant op's CUDA
+# kernels on (FUSED_LSTM_CUDA_VARIANT_OP=1). Logs and the results files go to OUT.
 #
 #   bash .ci/cuda_check.sh [OUT]     # OUT defaults to cuda_check
 #
@@ -39,11 +40,14 @@ run 30 "$python" -c "import fused_lstm; assert fused_lstm.cuda_available(), 'no 
 
 stage "tests/test_cuda.py"
 run 900 "$python" -m pytest tests/test_cuda.py -q -p no:cacheprovider --tb=short -rfE
-stage "CUDA variants of the other test files"
+stage "CUDA variants of the other test files (the variant op's CUDA kernels in test_variants.py)"
 run 600 "$python" -m pytest tests -q -p no:cacheprovider --tb=short -rfE -k cuda \
   --ignore=tests/test_cuda.py
 stage "benchmark"
 run 1200 "$python" -m fused_lstm.bench --device cuda --out "$out"
+stage "variants benchmark, the variant op's CUDA kernels on"
+run 1200 env FUSED_LSTM_CUDA_VARIANT_OP=1 "$python" -m fused_lstm.bench.variants --device cuda \
+  --out "$out"
 stage "done (status $status)"
 tail -n 4 "$out/log.txt"
 exit "$status"

@@ -1305,6 +1305,18 @@ def test_cuda_variant_op_16_bit_matches_cpu_op(dtype, cuda_variant_op):
         assert_close(g.cpu().double(), c.double(), 2e-2, f"gradient {k}")
 
 
+@needs_cuda_variant
+@pytest.mark.parametrize("cfg", OPCHECK_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items())
+                                                    for c in OPCHECK_CASES])
+def test_cuda_variant_opcheck(cfg, cuda_variant_op):
+    """torch.library.opcheck on CUDA tensors: the fake kernel, autograd registration and
+    schema agree with the CUDA kernels as they do with the CPU ones."""
+    cfg = dict(cfg)
+    dtype = cfg.pop("dtype", torch.float64)
+    args = args_to(variant_args(torch.float64, T=4, B=3, I=3, H=4, seed=6, **cfg), dtype, "cuda")
+    torch.library.opcheck(torch.ops.fused_lstm.lstm_variant_forward.default, (*args, True))
+
+
 CUDA_MODULE_CASES = [
     dict(layer_norm=True),
     dict(layer_norm=True, layer_norm_cell="state", zoneout=(0.2, 0.1), recurrent_dropout=0.3,

@@ -60,10 +60,17 @@ FUSED_LSTM_FORCE_CUDA=1 CUDA_HOME="$cuda_home" CPATH="$cublas_include${CPATH:+:$
   }
 # Import it: every symbol resolves and the ops register for CUDA (no GPU needed).
 "$venv/bin/python" - <<'EOF'
+import os
 import torch
 import fused_lstm
 assert fused_lstm.extension_loaded(), "the CUDA build of fused_lstm._C did not load"
-for name in ("lstm_layer_forward", "lstm_layer_backward"):
+for name in ("lstm_layer_forward", "lstm_layer_backward", "lstm_variant_forward",
+             "lstm_variant_backward"):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_lstm::{name}", "CUDA"), name
-print("build_cuda_extension: OK, the CUDA extension imports and registers its CUDA kernels")
+from fused_lstm import ops
+# the variant op's CUDA kernels are in the build, and off unless FUSED_LSTM_CUDA_VARIANT_OP=1
+assert ops._CUDA_VARIANT_KERNELS
+assert ops._CUDA_VARIANT_OP is (os.environ.get("FUSED_LSTM_CUDA_VARIANT_OP") == "1")
+print("build_cuda_extension: OK, the CUDA extension imports and registers its CUDA kernels "
+      "(the layer op's and the variant op's)")
 EOF

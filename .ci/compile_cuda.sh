@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compile-only check of the CUDA kernels: builds every csrc/cuda/*.cu for
 # sm_80 and sm_90 with warnings as errors, and throws the objects away.
-# The kernels include no torch headers, so this needs only the CUDA toolkit.
+# The kernels include no torch headers, so this needs only the CUDA toolkit; so
+# do the variant op's time loops (variant_cuda_loops.cpp, host code), built too.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,4 +48,14 @@ for src in "${sources[@]}"; do
   "$nvcc" "${flags[@]}" -c "$src" -o "$out_dir/$(basename "$src").o"
 done
 
-echo "compile_cuda: OK (${#sources[@]} file(s))"
+# Host code without torch headers: compiled by nvcc's host compiler with the same
+# warnings.
+host_sources=("$root"/csrc/cuda/variant_cuda_loops.cpp)
+for src in "${host_sources[@]}"; do
+  rel="${src#"$root"/}"
+  echo "compile_cuda: nvcc -c $rel (host code)"
+  "$nvcc" -std=c++17 -O2 -Xcompiler -Wall,-Wextra,-Werror,-fPIC -I "$root/csrc" \
+    -c "$src" -o "$out_dir/$(basename "$src").o"
+done
+
+echo "compile_cuda: OK (${#sources[@]} .cu file(s), ${#host_sources[@]} host file(s))"

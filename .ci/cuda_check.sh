@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
-# The GPU checks in one command, for a machine with an NVIDIA GPU, nvcc and a CUDA
-# build of torch (no network needed): build the extension in place, run every CUDA
-# test, the persistent route's timing (persistent_timing.jsonl), then the GPU benchmark.
-# Logs and the results file go to OUT.
+# The GPU checks, for a machine with an NVIDIA GPU, nvcc and a CUDA build of torch (no
+# network needed). A lent GPU gives about 15 minutes in all and at most 10 per command, so
+# the checks come in two parts, each under a time budget, the routes that have never run
+# on a GPU first:
 #
-#   bash .ci/cuda_check.sh [OUT]     # OUT defaults to cuda_check
+#   bash .ci/cuda_check.sh OUT new    # build; the persistent route (smoke run, tests,
+#                                     # per-step timing); the variant op's CUDA kernels
+#                                     # (tests, then the variants benchmark with them on)
+#   bash .ci/cuda_check.sh OUT rest   # the other CUDA tests, then the GPU benchmark
+#   bash .ci/cuda_check.sh OUT        # both, one after the other
 #
-# It runs from the repository root (the folder above .ci/), wherever it is called from,
-# so a relative OUT is taken from the root.
-#
-# Each stage has a time limit, so one stuck stage cannot eat the rest. Exit status:
-# that of the first stage that failed (0 when all passed).
+# The build is kept in place between the two parts (setup.py build_ext --inplace; a second
+# call rebuilds nothing). CUDA_CHECK_BUDGET_S (default 540) bounds each call: every stage's
+# time limit is cut to what is left, and a stage that no longer has 30 s is skipped and
+# said so. Logs and results go to OUT (default cuda_check), relative to the repository
+# root. Exit status: that of the first stage that failed (0 when all passed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="$(mkdir -p "${1:-cuda_check}" && cd "${1:-cuda_check}" && pwd)"
+part="${2:-all}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"  # the lent GPU is an H200
 python="${PYTHON:-python3}"
+budget="${CUDA_CHECK_BUDGET_S:-540}"
 status=0
 start=$(date +%s)
+left() { echo $(( budget - ($(date +%s) - start) )); }
 stage() { echo "=== [$(( $(date +%s) - start ))s] $*" | tee -a "$out/log.txt"; }
 run() {  # run LIMIT_SECONDS CMD...: log everything, remember the first failure
   local limit=$1; shift
+  local room; room=$(left)
+  if [ "$room" -lt 30 ]; then
+    stage "skipped for lack of time: $*"
+    [ "$status" -eq 0 ] && status=124
+    return 124
+  fi
+  [ "$limit" -gt "$room" ] && limit=$room
   timeout -k 10 "$limit" "$@" >>"$out/log.txt" 2>&1  # -k: SIGKILL if SIGTERM is not enough
   local rc=$?
   [ "$rc" -ne 0 ] && [ "$status" -eq 0 ] && status=$rc
   return "$rc"
 }
+pytest_run() {  # pytest_run LIMIT ARGS...
+  local limit=$1; shift
+  run "$limit" "$python" -m pytest -q -p no:cacheprovider --tb=short -rfE "$@"
+}
 
-stage "build (setup.py build_ext --inplace; log in build.log)"
-if ! timeout 900 "$python" setup.py build_ext --inplace >"$out/build.log" 2>&1; then
+stage "build (setup.py build_ext --inplace, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST; log in build.log)"
+if ! timeout "$(left)" "$python" setup.py build_ext --inplace >"$out/build.log" 2>&1; then
   grep -n -A8 "error" "$out/build.log" | head -60 | tee -a "$out/log.txt"
   stage "build failed"
   exit 1
@@ -38,33 +57,41 @@ run 60 "$python" -m fused_lstm
 run 30 "$python" -c "import fused_lstm; assert fused_lstm.cuda_available(), 'no CUDA kernels'" \
   || { stage "the build holds no CUDA kernels"; exit 1; }
 
-# The persistent route has not run on a GPU yet, and a hung kernel is its main risk: a
-# short smoke run first (where it hangs, nothing else of the route runs), then its tests
-# and its timing, each in a process of its own under a short limit; the rest of the CUDA
-# tests after.
-stage "persistent route: smoke run (T=5 B=3 H=32)"
-run 90 "$python" .ci/persistent_timing.py 5 3 32 "$out/persistent_timing.jsonl" --reps 3
-smoke=$?
-if [ "$smoke" -ne 124 ] && [ "$smoke" -ne 137 ]; then
-  stage "persistent route: tests/test_cuda.py -k persistent"
-  run 240 "$python" -m pytest tests/test_cuda.py -q -p no:cacheprovider --tb=short -rfE \
-    -k persistent
-  stage "persistent route: forward per step against the default route and cuDNN"
-  for shape in "500 16 128" "500 16 256" "50 1 128" "100 8 256"; do
-    # shellcheck disable=SC2086  # T B H as three words
-    run 120 "$python" .ci/persistent_timing.py $shape "$out/persistent_timing.jsonl"
-  done
-else
-  stage "persistent route: the smoke run hung; its tests and timing skipped"
+if [ "$part" = "new" ] || [ "$part" = "all" ]; then
+  # The persistent route has not run on a GPU yet, and a hung kernel is its main risk: a
+  # short smoke run first (where it hangs, nothing else of the route runs), then its tests
+  # and its timing, each in a process of its own under a short limit.
+  stage "persistent route: smoke run (T=5 B=3 H=32)"
+  run 90 "$python" .ci/persistent_timing.py 5 3 32 "$out/persistent_timing.jsonl" --reps 3
+  smoke=$?
+  if [ "$smoke" -ne 124 ] && [ "$smoke" -ne 137 ]; then
+    stage "persistent route: tests/test_cuda.py -k persistent"
+    pytest_run 180 tests/test_cuda.py -k persistent
+    stage "persistent route: forward per step against the default route and cuDNN"
+    for shape in "500 16 128" "500 16 256" "50 1 128" "100 8 256"; do
+      # shellcheck disable=SC2086  # T B H as three words
+      run 60 "$python" .ci/persistent_timing.py $shape "$out/persistent_timing.jsonl"
+    done
+  else
+    stage "persistent route: the smoke run hung; its tests and timing skipped"
+  fi
+  # The variant op's CUDA kernels (FUSED_LSTM_CUDA_VARIANT_OP=1, set by the tests
+  # themselves) have not run on a GPU either.
+  stage "variant op on CUDA: tests/test_variants.py -k cuda"
+  pytest_run 180 tests/test_variants.py -k cuda
+  stage "variants benchmark, the variant op's CUDA kernels on"
+  run 150 env FUSED_LSTM_CUDA_VARIANT_OP=1 "$python" -m fused_lstm.bench.variants --device cuda \
+    --reps 5 --out "$out"
 fi
-stage "tests/test_cuda.py (the rest)"
-run 900 "$python" -m pytest tests/test_cuda.py -q -p no:cacheprovider --tb=short -rfE \
-  -k "not persistent"
-stage "CUDA variants of the other test files"
-run 600 "$python" -m pytest tests -q -p no:cacheprovider --tb=short -rfE -k cuda \
-  --ignore=tests/test_cuda.py
-stage "benchmark"
-run 1200 "$python" -m fused_lstm.bench --device cuda --out "$out"
+
+if [ "$part" = "rest" ] || [ "$part" = "all" ]; then
+  stage "tests/test_cuda.py (the rest)"
+  pytest_run 240 tests/test_cuda.py -k "not persistent"
+  stage "CUDA variants of the other test files"
+  pytest_run 180 tests -k cuda --ignore=tests/test_cuda.py --ignore=tests/test_variants.py
+  stage "benchmark"
+  run 300 "$python" -m fused_lstm.bench --device cuda --out "$out"
+fi
 stage "done (status $status)"
 tail -n 4 "$out/log.txt"
 exit "$status"

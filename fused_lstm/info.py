@@ -31,6 +31,11 @@ def collect() -> Dict[str, object]:
     from . import _extension
 
     gpu = torch.cuda.is_available()
+    variant_kernels = variant_on = False
+    if fused_lstm.extension_loaded():
+        from . import ops
+
+        variant_kernels, variant_on = ops._CUDA_VARIANT_KERNELS, ops._CUDA_VARIANT_OP
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if gpu else []
     error = _extension.load_error
     return {
@@ -42,6 +47,8 @@ def collect() -> Dict[str, object]:
         "cpu_kernels": fused_lstm.extension_loaded(),
         "fallback_reason": None if error is None else f"{type(error).__name__}: {error}",
         "cuda_kernels": fused_lstm.cuda_available(),
+        "cuda_variant_kernels": variant_kernels,
+        "cuda_variant_op_on": variant_kernels and variant_on,
         "gpu_visible": gpu,
         "gpus": gpus,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -50,6 +57,16 @@ def collect() -> Dict[str, object]:
         "num_threads": torch.get_num_threads(),
         "extension_file": _extension_file(),
     }
+
+
+def variant_route(info: Dict[str, object]) -> str:
+    """What runs the variant options (layer norm, zoneout, ...) on CUDA."""
+    if info.get("cuda_variant_op_on"):
+        return "the variant op's CUDA kernels (FUSED_LSTM_CUDA_VARIANT_OP=1; not yet run on a GPU)"
+    if info.get("cuda_variant_kernels"):
+        return ("the plain-PyTorch reference (FUSED_LSTM_CUDA_VARIANT_OP=1 runs the variant "
+                "op's CUDA kernels, not yet run on a GPU)")
+    return "the plain-PyTorch reference"
 
 
 def format_info(info: Dict[str, object]) -> str:
@@ -71,6 +88,7 @@ def format_info(info: Dict[str, object]) -> str:
         ("python", info["python"]),
         ("compiled CPU kernels", cpu),
         ("CUDA kernels in build", yes(info["cuda_kernels"])),
+        ("variants on CUDA run", variant_route(info)),
         ("GPU visible", gpu),
         ("CPU vector ISA (ATen)", info["cpu_capability"]),
         ("CPU kernels run", info["cpu_kernel_isa"] or "-"),

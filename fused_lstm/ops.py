@@ -5,6 +5,8 @@ C++. `lstm_layer` is the one entry point FusedLSTM calls per layer (one directio
 both).
 """
 
+import os
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -303,6 +305,35 @@ def _differentiable_variant_backward(grad_outputs, args):
     return grads[0], grads[1], grads[2], grads[3:3 + n_w], grads[3 + n_w:]
 
 
+CUDA_VARIANT_ENV = "FUSED_LSTM_CUDA_VARIANT_OP"
+
+
+def _read_cuda_variant_switch() -> bool:
+    """FUSED_LSTM_CUDA_VARIANT_OP=1: the variant op's CUDA kernels run CUDA calls (else the
+    reference does). Read once, at import, into _CUDA_VARIANT_OP; a test that sets the
+    variable re-reads it through this function."""
+    value = os.environ.get(CUDA_VARIANT_ENV, "")
+    if value not in ("", "0", "1"):
+        warnings.warn(f"fused_lstm: {CUDA_VARIANT_ENV} must be 0 or 1, got {value!r}; the "
+                      "variant op's CUDA kernels stay off", RuntimeWarning, stacklevel=2)
+    return value == "1"
+
+
+_CUDA_VARIANT_OP = _read_cuda_variant_switch()
+# Whether this build holds the variant op's CUDA kernels (a CPU-only build does not).
+_CUDA_VARIANT_KERNELS = _extension.extension_loaded() and \
+    torch._C._dispatch_has_kernel_for_dispatch_key("fused_lstm::lstm_variant_forward", "CUDA")
+
+
+def _variant_op_on(device: torch.device) -> bool:
+    """Whether the variant op runs a call on `device` (else the reference does): on the CPU
+    always; on CUDA only under FUSED_LSTM_CUDA_VARIANT_OP=1 and with its CUDA kernels in the
+    build, as no GPU has run them yet (off by default, README)."""
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and _CUDA_VARIANT_OP and _CUDA_VARIANT_KERNELS
+
+
 def lstm_variant(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
                  weights: List[Tensor], has_bias: bool, has_proj: bool, reverse: bool,
                  norm: List[Tensor], norm_eps: float, norm_state: bool,
@@ -310,10 +341,10 @@ def lstm_variant(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tenso
                  zoneout_c: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """One direction of one layer with the options beyond nn.LSTM: y, h_n [B, Hout], c_n
     [B, H], and the cells c_t of every step (the variant op's arguments, csrc/ops.cpp). The
-    fused op on the CPU; elsewhere, and under a differentiating torch.func transform, the
-    reference."""
+    fused op on the CPU, and on CUDA under FUSED_LSTM_CUDA_VARIANT_OP=1; elsewhere, and under
+    a differentiating torch.func transform, the reference."""
     tensors = (x, h0, c0, *weights, *norm)
-    if (not _extension.extension_loaded() or x.device.type != "cpu"
+    if (not _extension.extension_loaded() or not _variant_op_on(x.device)
             or _transform_needs_reference(tensors)):
         w = split_layer_weights(weights, has_bias, has_proj, 1)[0]
         return lstm_variant_reference(x, batch_sizes, h0, c0, *w, reverse, norm, norm_eps,

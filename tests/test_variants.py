@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 import fused_lstm
 from fused_lstm import FusedLSTM
+from fused_lstm import ops as fused_ops
 from fused_lstm.ops import lstm_variant
 from fused_lstm.reference import lstm_variant_reference
 
@@ -575,7 +576,7 @@ def reference_of(args):
 
 def op_weights_loss(outs, seed=11):
     gen = torch.Generator().manual_seed(seed)
-    return sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)).sum()
+    return sum((o * torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o)).sum()
                for o in outs)
 
 
@@ -1186,3 +1187,183 @@ def test_backward_op_refuses_saved_buffers_of_other_options():
                  for n in (4 * 5, 4 * 5, 4 * 5, 4 * 5, 5, 5)]
     with pytest.raises(RuntimeError, match="saved tensor 1"):  # no layer-norm buffers saved
         op.lstm_variant_backward(*grads, *normed, y, cells, list(saved))
+
+
+# ---- (13) CUDA: the variant op's own kernels, behind FUSED_LSTM_CUDA_VARIANT_OP=1 ----
+#
+# Off by default (the reference runs CUDA calls, test above); these turn the switch on for
+# one test each. A GPU run: .ci/cuda_check.sh (benchmarks/NOTES.md, "CUDA: the variant op's
+# kernels").
+
+needs_cuda_variant = pytest.mark.skipif(
+    not (torch.cuda.is_available() and fused_ops._CUDA_VARIANT_KERNELS),
+    reason="no CUDA device, or fused_lstm built without the variant op's CUDA kernels")
+
+
+def test_cuda_variant_switch_is_off_by_default(monkeypatch):
+    """Unset (or 0), the switch is off and CUDA calls take the reference; 1 turns it on;
+    anything else warns and leaves it off. (Runs without a GPU: it reads the switch only.)"""
+    monkeypatch.delenv(fused_ops.CUDA_VARIANT_ENV, raising=False)
+    assert fused_ops._read_cuda_variant_switch() is False
+    monkeypatch.setattr(fused_ops, "_CUDA_VARIANT_OP", False)
+    assert not fused_ops._variant_op_on(torch.device("cuda"))
+    assert fused_ops._variant_op_on(torch.device("cpu"))
+    monkeypatch.setenv(fused_ops.CUDA_VARIANT_ENV, "0")
+    assert fused_ops._read_cuda_variant_switch() is False
+    monkeypatch.setenv(fused_ops.CUDA_VARIANT_ENV, "1")
+    assert fused_ops._read_cuda_variant_switch() is True
+    monkeypatch.setenv(fused_ops.CUDA_VARIANT_ENV, "yes")
+    with pytest.warns(RuntimeWarning, match="must be 0 or 1"):
+        assert fused_ops._read_cuda_variant_switch() is False
+
+
+@pytest.fixture
+def cuda_variant_op(monkeypatch):
+    """For one test: FUSED_LSTM_CUDA_VARIANT_OP=1 (re-read, as at import), full float32
+    GEMMs (no TF32), and lstm_variant's reference fallback made to fail, so that every CUDA
+    call of the test is seen to run the op."""
+    monkeypatch.setenv(fused_ops.CUDA_VARIANT_ENV, "1")
+    monkeypatch.setattr(fused_ops, "_CUDA_VARIANT_OP", fused_ops._read_cuda_variant_switch())
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+    def reference_ran(*args, **kwargs):
+        raise AssertionError("lstm_variant ran the reference on CUDA, not the op")
+    monkeypatch.setattr(fused_ops, "lstm_variant_reference", reference_ran)
+
+
+def args_to(args, dtype, device):
+    """variant_args' list in `dtype` on `device` (batch_sizes stays on the CPU), with leaves
+    of its own."""
+    def to(t):
+        return (None if t is None
+                else t.detach().to(device=device, dtype=dtype).requires_grad_(t.requires_grad))
+    out = list(args)
+    out[0], out[2], out[3] = to(args[0]), to(args[2]), to(args[3])
+    out[4], out[8] = [to(w) for w in args[4]], [to(n) for n in args[8]]
+    out[11], out[12], out[13] = to(args[11]), to(args[12]), to(args[13])
+    return out
+
+
+@needs_cuda_variant
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", OP_GRID, ids=[grid_id(c) for c in OP_GRID])
+def test_cuda_variant_op_matches_reference_and_cpu_op(case, dtype, cuda_variant_op):
+    """The op on CUDA against the reference on CUDA in float64 and against the CPU op on the
+    same inputs and masks, outputs and every gradient: 1e-10 in float64, 1e-5 in float32
+    (2e-5 with layer norm, as test_op_matches_reference)."""
+    packed, proj, norm, zoneout, rmask, reverse = case
+    args64 = variant_args(torch.float64, packed, proj, norm, zoneout, rmask, reverse,
+                          seed=len(grid_id(case)))
+    gpu = args_to(args64, dtype, "cuda")
+    cpu = args_to(args64, dtype, "cpu")
+    ref = args_to(args64, torch.float64, "cuda")
+    got, on_cpu, want = lstm_variant(*gpu), lstm_variant(*cpu), reference_of(ref)
+    tol = 2e-5 if dtype == torch.float32 and norm else TOL[dtype]
+    for name, g, c, w in zip(("y", "h_n", "c_n", "cells"), got, on_cpu, want):
+        assert g.device.type == "cuda" and g.dtype == dtype
+        assert_close(g.cpu(), w.cpu(), tol, name)
+        assert_close(g.cpu(), c, tol, f"{name} against the CPU op")
+    g_got = torch.autograd.grad(op_weights_loss(got), differentiable(gpu))
+    g_cpu = torch.autograd.grad(op_weights_loss(on_cpu), differentiable(cpu))
+    g_want = torch.autograd.grad(op_weights_loss(want), differentiable(ref))
+    names = ["x", "h0", "c0"] + [f"weights[{i}]" for i in range(len(gpu[4]))] + [
+        f"norm[{i}]" for i in range(len(gpu[8]))]
+    assert len(names) == len(g_got)
+    for name, g, c, w in zip(names, g_got, g_cpu, g_want):
+        assert g.dtype == dtype
+        assert_close(g.cpu(), w.cpu(), tol, f"grad of {name}")
+        assert_close(g.cpu(), c, tol, f"grad of {name} against the CPU op")
+
+
+@needs_cuda_variant
+def test_cuda_variant_op_saves_what_the_cpu_op_saves(cuda_variant_op):
+    """The same saved list (count, shapes, dtypes), so ops.py's autograd serves both."""
+    for cfg in (dict(), dict(norm="state", proj=3, zoneout="rows", rmask=True, packed=True)):
+        args = variant_args(torch.float64, requires_grad=False, **cfg)
+        *_, saved_cpu = torch.ops.fused_lstm.lstm_variant_forward(*args, True)
+        *_, saved_gpu = torch.ops.fused_lstm.lstm_variant_forward(
+            *args_to(args, torch.float64, "cuda"), True)
+        assert [(s.shape, s.dtype) for s in saved_gpu] == [(s.shape, s.dtype) for s in saved_cpu]
+
+
+@needs_cuda_variant
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_cuda_variant_op_16_bit_matches_cpu_op(dtype, cuda_variant_op):
+    """16-bit inputs run in float32 on both devices and come back in their dtype."""
+    args64 = variant_args(torch.float64, norm="hidden", zoneout="rows", rmask=True, proj=3,
+                          seed=6)
+    gpu, cpu = args_to(args64, dtype, "cuda"), args_to(args64, dtype, "cpu")
+    got, on_cpu = lstm_variant(*gpu), lstm_variant(*cpu)
+    for k, (g, c) in enumerate(zip(got, on_cpu)):
+        assert g.dtype == dtype
+        assert_close(g.cpu().double(), c.double(), 2e-2, f"output {k}")
+    g_got = torch.autograd.grad(op_weights_loss(got), differentiable(gpu))
+    g_cpu = torch.autograd.grad(op_weights_loss(on_cpu), differentiable(cpu))
+    for k, (g, c) in enumerate(zip(g_got, g_cpu)):
+        assert g.dtype == dtype
+        assert_close(g.cpu().double(), c.double(), 2e-2, f"gradient {k}")
+
+
+@needs_cuda_variant
+@pytest.mark.parametrize("cfg", OPCHECK_CASES, ids=[",".join(f"{k}={v}" for k, v in c.items())
+                                                    for c in OPCHECK_CASES])
+def test_cuda_variant_opcheck(cfg, cuda_variant_op):
+    """torch.library.opcheck on CUDA tensors: the fake kernel, autograd registration and
+    schema agree with the CUDA kernels as they do with the CPU ones."""
+    cfg = dict(cfg)
+    dtype = cfg.pop("dtype", torch.float64)
+    args = args_to(variant_args(torch.float64, T=4, B=3, I=3, H=4, seed=6, **cfg), dtype, "cuda")
+    torch.library.opcheck(torch.ops.fused_lstm.lstm_variant_forward.default, (*args, True))
+
+
+CUDA_MODULE_CASES = [
+    dict(layer_norm=True),
+    dict(layer_norm=True, layer_norm_cell="state", zoneout=(0.2, 0.1), recurrent_dropout=0.3,
+         proj_size=2),
+    dict(zoneout=0.15, recurrent_dropout=0.25, packed=True),
+    dict(layer_norm=True, zoneout=0.1, eval=True),
+    dict(),  # the cell sequence alone
+]
+
+
+@needs_cuda_variant
+@pytest.mark.parametrize("cfg", CUDA_MODULE_CASES,
+                         ids=[",".join(f"{k}={v}" for k, v in c.items()) or "cells"
+                              for c in CUDA_MODULE_CASES])
+def test_cuda_variant_module_under_switch_equals_default_route(cfg, monkeypatch):
+    """FusedLSTM (2 layers, bidirectional) on CUDA with the options, the switch on, against
+    the same module on the default route (the reference): outputs, cells and every
+    gradient, training-mode masks drawn under one seed by both, float64 to 1e-10."""
+    cfg = dict(cfg)
+    packed, evaluate = cfg.pop("packed", False), cfg.pop("eval", False)
+    model = make_model(torch.float64, input_size=3, hidden_size=5, num_layers=2,
+                       bidirectional=True, **cfg).cuda()
+    model.train(not evaluate)
+    x = torch.randn(6, 4, 3, dtype=torch.float64, device="cuda")
+    lengths = torch.tensor([6, 4, 3, 1])
+
+    def run():
+        torch.manual_seed(3)
+        xx = x.clone().requires_grad_()
+        inp = pack_padded_sequence(xx, lengths, enforce_sorted=False) if packed else xx
+        out, (h, c), cells = model(inp, return_cell_sequence=True)
+        if packed:
+            out, cells = out.data, cells.data
+        loss = op_weights_loss((out, h, c, cells))
+        grads = torch.autograd.grad(loss, [xx, *model.parameters()])
+        return [out, h, c, cells, *grads]
+
+    monkeypatch.setattr(fused_ops, "_CUDA_VARIANT_OP", False)
+    want = run()
+    monkeypatch.setenv(fused_ops.CUDA_VARIANT_ENV, "1")
+    monkeypatch.setattr(fused_ops, "_CUDA_VARIANT_OP", fused_ops._read_cuda_variant_switch())
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+    def reference_ran(*args, **kwargs):
+        raise AssertionError("lstm_variant ran the reference on CUDA, not the op")
+    monkeypatch.setattr(fused_ops, "lstm_variant_reference", reference_ran)
+    got = run()
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g.device.type == "cuda"
+        assert_close(g.cpu(), w.cpu(), 1e-10, f"result {k}")

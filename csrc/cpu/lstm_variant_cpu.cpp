@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../lstm_layer_args.h"
-#include "../lstm_layer_directions.h"
+#include "../lstm_variant_args.h"
 #include "cpu_gemm.h"
 #include "cpu_plan.h"
 #include "gate_layout.h"
@@ -25,40 +25,7 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// What the forward saves for backward, in this order (empty where not needed).
-enum Saved { kAct, kGxHat, kGxStats, kRHat, kRStats, kCand, kCStats, kHRaw, kSavedCount };
-
-// The variant op's arguments, checked, in the compute dtype.
-struct VariantArgs {
-  LayerArgs a;
-  at::ScalarType dtype;      // the input's
-  at::ScalarType compute;    // float32 for float16/bfloat16
-  Tensor x;                  // [N, I]
-  Tensor h0, c0;             // [B, Hout], [B, H]
-  Tensor w_ih, w_hh, bias, w_hr;  // bias: b_ih + b_hh, or undefined
-  std::vector<Tensor> norm;  // 6 or none
-  double eps;
-  bool norm_state;
-  Tensor recurrent_mask, zoneout_h, zoneout_c;  // or undefined
-};
-
-void check_like(const char* op, const Tensor& t, const char* name, const Tensor& x) {
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": expected ", name, " of dtype ",
-              x.scalar_type(), " (the input's), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == x.device(), op, ": expected ", name, " on ", x.device(), ", got ",
-              t.device());
-}
-
-// A zoneout operand: [N, width] (one row per row of x) or [width] (every row).
-void check_zoneout(const char* op, const Tensor& z, const char* name, const LayerArgs& a,
-                   int64_t width, const Tensor& x) {
-  check_like(op, z, name, x);
-  TORCH_CHECK((z.dim() == 2 && z.size(0) == a.N && z.size(1) == width) ||
-                  (z.dim() == 1 && z.size(0) == width),
-              op, ": expected ", name, " of size [", a.N, ", ", width, "] (one row per row of "
-              "x) or [", width, "], got ", z.sizes());
-}
-
+// The arguments, checked (lstm_variant_args.h), on the CPU.
 VariantArgs variant_args(const char* op, const Tensor& x, const OptTensor& batch_sizes,
                          const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights,
                          bool has_bias, bool has_proj, bool reverse,
@@ -66,46 +33,8 @@ VariantArgs variant_args(const char* op, const Tensor& x, const OptTensor& batch
                          const OptTensor& recurrent_mask, const OptTensor& zoneout_h,
                          const OptTensor& zoneout_c) {
   TORCH_CHECK(x.device().is_cpu(), op, ": expected tensors on the CPU, got ", x.device());
-  const auto w = split_direction_weights(op, weights, has_bias, has_proj, false, reverse)[0];
-  VariantArgs v;
-  v.a = check_layer_args(x, batch_sizes, h0, c0, w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr);
-  const LayerArgs& a = v.a;
-  const int64_t G = 4 * a.H;
-  TORCH_CHECK(norm.empty() || norm.size() == 6, op, ": expected no norm parameters or six "
-              "(ln_ih weight, bias, ln_hh weight, bias, ln_c weight, bias), got ", norm.size());
-  for (size_t k = 0; k < norm.size(); ++k) {
-    const int64_t want = k < 4 ? G : a.H;
-    check_like(op, norm[k], "a norm parameter", x);
-    TORCH_CHECK(norm[k].dim() == 1 && norm[k].size(0) == want, op, ": expected norm parameter ",
-                k, " of size [", want, "], got ", norm[k].sizes());
-  }
-  TORCH_CHECK(norm_eps >= 0, op, ": expected norm_eps >= 0, got ", norm_eps);
-  if (recurrent_mask) {
-    check_like(op, *recurrent_mask, "recurrent_mask", x);
-    TORCH_CHECK(recurrent_mask->sizes() == at::IntArrayRef({a.B, a.Hout}), op,
-                ": expected recurrent_mask of size [", a.B, ", ", a.Hout, "], got ",
-                recurrent_mask->sizes());
-  }
-  if (zoneout_h) check_zoneout(op, *zoneout_h, "zoneout_h", a, a.Hout, x);
-  if (zoneout_c) check_zoneout(op, *zoneout_c, "zoneout_c", a, a.H, x);
-
-  v.dtype = x.scalar_type();
-  v.compute = compute_dtype(v.dtype);
-  const auto c = [&](const Tensor& t) { return as_compute(t, v.compute); };
-  v.x = c(x).reshape({a.N, a.I});
-  v.h0 = c(h0);
-  v.c0 = c(c0);
-  v.w_ih = c(w.w_ih);
-  v.w_hh = c(w.w_hh);
-  if (has_bias) v.bias = c(*w.b_ih) + c(*w.b_hh);
-  if (has_proj) v.w_hr = c(*w.w_hr);
-  for (const Tensor& t : norm) v.norm.push_back(c(t));
-  v.eps = norm_eps;
-  v.norm_state = norm_state;
-  if (recurrent_mask) v.recurrent_mask = c(*recurrent_mask);
-  if (zoneout_h) v.zoneout_h = c(*zoneout_h);
-  if (zoneout_c) v.zoneout_c = c(*zoneout_c);
-  return v;
+  return check_variant_args(op, x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse,
+                            norm, norm_eps, norm_state, recurrent_mask, zoneout_h, zoneout_c);
 }
 
 template <typename T>
@@ -123,13 +52,6 @@ VariantState<T> state_of(const VariantArgs& v) {
           static_cast<T>(v.eps), v.norm_state};
 }
 
-// A sequence tensor [N, width] shaped as x ([T, B, width] or [N, width]) in `dtype`.
-Tensor as_sequence(const Tensor& seq, const Tensor& x, at::ScalarType dtype) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = seq.size(1);
-  return seq.view(shape).to(dtype);
-}
-
 using VariantForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, std::vector<Tensor>>;
 
 VariantForwardResult lstm_variant_forward_cpu(
@@ -143,19 +65,12 @@ VariantForwardResult lstm_variant_forward_cpu(
                    reverse, norm, norm_eps, norm_state, recurrent_mask, zoneout_h, zoneout_c);
   const LayerArgs& a = v.a;
   const int64_t G = 4 * a.H;
-  const bool ln = !v.norm.empty();
   const auto opts = v.x.options();
-  std::array<Tensor, kSavedCount> saved;
-  for (Tensor& t : saved) t = at::empty({0}, opts);
+  std::array<Tensor, kVariantSavedCount> saved;
   if (need_backward) {
-    saved[kAct] = at::empty({a.N, G}, opts);
-    saved[kCand] = at::empty({a.N, a.H}, opts);
-    if (ln) {
-      saved[kGxHat] = at::empty({a.N, G}, opts);
-      saved[kRHat] = at::empty({a.N, G}, opts);
-      for (Saved k : {kGxStats, kRStats, kCStats}) saved[k] = at::empty({a.N, 2}, opts);
-    }
-    if (has_proj) saved[kHRaw] = at::empty({a.N, a.H}, opts);
+    saved = variant_saved_buffers(v);
+  } else {
+    for (Tensor& t : saved) t = at::empty({0}, opts);
   }
   Tensor y = at::empty({a.N, a.Hout}, opts), cells = at::empty({a.N, a.H}, opts);
   // h_n, c_n: h0, c0 for rows without a step (T = 0), overwritten for the rest
@@ -169,7 +84,7 @@ VariantForwardResult lstm_variant_forward_cpu(
     using T = scalar_t;
     rows_to_panels<T>(v.w_ih.data_ptr<T>(), G, a.I, w_ih_t.data_ptr<T>());
     rows_to_panels<T>(v.w_hh.data_ptr<T>(), G, a.Hout, w_hh_t.data_ptr<T>());
-    const auto out = [&](Saved k) {
+    const auto out = [&](VariantSaved k) {
       return need_backward && saved[k].numel() ? saved[k].data_ptr<T>() : nullptr;
     };
     const VariantForward<T> f{v.x.data_ptr<T>(), w_ih_t.data_ptr<T>(), w_hh_t.data_ptr<T>(),
@@ -205,29 +120,8 @@ VariantBackwardResult lstm_variant_backward_cpu(
   const LayerArgs& a = v.a;
   const int64_t G = 4 * a.H;
   const bool ln = !v.norm.empty();
-  TORCH_CHECK(saved.size() == kSavedCount, op, ": expected ", int(kSavedCount),
-              " saved tensors (from lstm_variant_forward with need_backward=True), got ",
-              saved.size());
-  // Every buffer the options need, at its size (lstm_variant_forward's for these arguments).
-  const std::array<int64_t, kSavedCount> want{
-      a.N * G,        ln ? a.N * G : 0, ln ? a.N * 2 : 0, ln ? a.N * G : 0,
-      ln ? a.N * 2 : 0, a.N * a.H,      ln ? a.N * 2 : 0, has_proj ? a.N * a.H : 0};
-  for (int k = 0; k < kSavedCount; ++k) {
-    TORCH_CHECK(saved[k].numel() == want[k], op, ": expected saved tensor ", k, " with ", want[k],
-                " elements (from lstm_variant_forward with need_backward=True and the same "
-                "options), got ", saved[k].sizes());
-  }
-  TORCH_CHECK(grad_y.numel() == a.N * a.Hout && y.numel() == a.N * a.Hout &&
-                  cells.numel() == a.N * a.H,
-              op, ": expected grad_y and y with ", a.N * a.Hout, " elements and cells with ",
-              a.N * a.H, ", got ", grad_y.sizes(), ", ", y.sizes(), " and ", cells.sizes());
-  TORCH_CHECK(grad_h_n.sizes() == h0.sizes() && grad_c_n.sizes() == c0.sizes(), op,
-              ": expected grad_h_n of size ", h0.sizes(), " and grad_c_n of size ", c0.sizes(),
-              ", got ", grad_h_n.sizes(), " and ", grad_c_n.sizes());
-  if (grad_cells) {
-    TORCH_CHECK(grad_cells->numel() == a.N * a.H, op, ": expected grad_cells with ",
-                a.N * a.H, " elements, got ", grad_cells->sizes());
-  }
+  check_variant_backward_args(op, v, grad_y, grad_h_n, grad_c_n, grad_cells, h0, c0, y, cells,
+                              saved);
   const auto c = [&](const Tensor& t) { return as_compute(t, v.compute); };
   const auto opts = v.x.options();
   const Tensor gy = c(grad_y).reshape({a.N, a.Hout});

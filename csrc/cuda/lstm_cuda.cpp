@@ -9,12 +9,12 @@
 #include <torch/library.h>
 
 #include <functional>
-#include <initializer_list>
 #include <tuple>
 #include <vector>
 
 #include "../lstm_layer_args.h"
 #include "../lstm_layer_directions.h"
+#include "cuda_device_checks.h"
 #include "lstm_cuda_loops.h"
 
 namespace fused_lstm::cuda {
@@ -23,40 +23,6 @@ namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-
-struct Named {
-  const char* name;
-  const Tensor* t;  // null: an absent optional argument
-};
-
-// All tensor arguments must sit on one CUDA device. The dispatcher routes a call
-// here as soon as any argument is on CUDA, so a CPU tensor in the mix lands
-// here too and is reported by name.
-void check_same_cuda_device(const char* op, const std::vector<Named>& tensors) {
-  const Named* first = nullptr;
-  for (const Named& n : tensors) {
-    if (n.t != nullptr && n.t->defined() && n.t->is_cuda()) {
-      first = &n;
-      break;
-    }
-  }
-  TORCH_CHECK(first != nullptr, op, ": the CUDA kernel was called without a CUDA tensor");
-  const c10::Device device = first->t->device();
-  for (const Named& n : tensors) {
-    if (n.t == nullptr || !n.t->defined()) continue;
-    TORCH_CHECK(n.t->device() == device, op,
-                ": expected all tensors on the same CUDA device, but ", first->name, " is on ",
-                device, " and ", n.name, " is on ", n.t->device());
-  }
-}
-
-// batch_sizes stays on the CPU, where PackedSequence keeps it and the loops read it.
-void check_batch_sizes_on_cpu(const char* op, const OptTensor& batch_sizes) {
-  TORCH_CHECK(!batch_sizes.has_value() || batch_sizes->device().is_cpu(), op,
-              ": expected batch_sizes on the CPU (where PackedSequence keeps it), got a tensor "
-              "on ",
-              batch_sizes->device());
-}
 
 // One direction: h0 [B, Hout], c0 [B, H].
 DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes,
@@ -97,14 +63,6 @@ void run_directions(int64_t count, const std::function<void(int64_t)>& fn) {
   for (int64_t d = 0; d < count; ++d) fn(d);
 }
 
-// The device check of every tensor argument, by name.
-void check_on_one_cuda_device(const char* op, std::initializer_list<Named> named,
-                              const std::vector<Tensor>& weights, const char* weights_name) {
-  std::vector<Named> all(named);
-  for (const Tensor& w : weights) all.push_back({weights_name, &w});
-  check_same_cuda_device(op, all);
-}
-
 LayerForward lstm_layer_forward_cuda(const Tensor& x, const OptTensor& batch_sizes,
                                      const Tensor& h0, const Tensor& c0,
                                      const std::vector<Tensor>& weights, bool has_bias,
@@ -112,7 +70,7 @@ LayerForward lstm_layer_forward_cuda(const Tensor& x, const OptTensor& batch_siz
                                      bool need_backward) {
   constexpr const char* op = "lstm_layer_forward";
   check_batch_sizes_on_cpu(op, batch_sizes);
-  check_on_one_cuda_device(op, {{"x", &x}, {"h0", &h0}, {"c0", &c0}}, weights, "weights");
+  check_on_one_cuda_device(op, {{"x", &x}, {"h0", &h0}, {"c0", &c0}}, {{&weights, "weights"}});
   const auto w = split_direction_weights(op, weights, has_bias, has_proj, bidirectional, reverse);
   const int64_t directions = static_cast<int64_t>(w.size());
   check_layer_states(op, h0, c0, directions);
@@ -136,13 +94,11 @@ LayerBackward lstm_layer_backward_cuda(const Tensor& grad_y, const Tensor& grad_
                                        const std::vector<Tensor>& saved) {
   constexpr const char* op = "lstm_layer_backward";
   check_batch_sizes_on_cpu(op, batch_sizes);
-  std::vector<Tensor> tensors = weights;
-  tensors.insert(tensors.end(), saved.begin(), saved.end());
   check_on_one_cuda_device(op,
                            {{"grad_y", &grad_y}, {"grad_h_n", &grad_h_n},
                             {"grad_c_n", &grad_c_n}, {"x", &x}, {"h0", &h0}, {"c0", &c0},
                             {"y", &y}},
-                           tensors, "weights or saved");
+                           {{&weights, "weights or saved"}, {&saved, "weights or saved"}});
   const auto w = split_direction_weights(op, weights, has_bias, has_proj, bidirectional, reverse);
   const int64_t directions = static_cast<int64_t>(w.size());
   check_layer_backward_args(grad_y, grad_h_n, grad_c_n, h0, c0, y, saved, directions);

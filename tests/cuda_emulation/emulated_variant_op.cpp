@@ -1,0 +1,82 @@
+// The variant op's CUDA implementation (csrc/cuda/variant_cuda_impl.cpp, the time loops and
+// the kernels) on the CPU, through the stand-in cuda_runtime.h beside this file: registered
+// as fused_lstm_emulated::lstm_variant_forward/backward with the real op's schemas, for CPU
+// tensors, with the per-step GEMMs through ATen (aten_row_gemm, the binding's route where
+// cuBLAS's entry points are missing) and no stream. What it leaves out of the CUDA binding
+// (csrc/cuda/lstm_variant_cuda.cpp): the device checks, the device guard and stream, and
+// cuBLAS. Built by tests/test_cuda_variant_emulated.py.
+#include <torch/library.h>
+
+#include "../../csrc/cuda/variant_cuda_impl.h"
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+using namespace fused_lstm;
+using namespace fused_lstm::cuda;
+
+VariantForwardResult forward(const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0,
+                             const Tensor& c0, const std::vector<Tensor>& weights,
+                             bool has_bias, bool has_proj, bool reverse,
+                             const std::vector<Tensor>& norm, double norm_eps, bool norm_state,
+                             const OptTensor& recurrent_mask, const OptTensor& zoneout_h,
+                             const OptTensor& zoneout_c, bool need_backward) {
+  const VariantArgs v = check_variant_args("lstm_variant_forward", x, batch_sizes, h0, c0,
+                                           weights, has_bias, has_proj, reverse, norm, norm_eps,
+                                           norm_state, recurrent_mask, zoneout_h, zoneout_c);
+  if (v.compute == at::kDouble) {
+    return variant_forward_impl<double>(v, x, reverse, need_backward,
+                                        aten_row_gemm<double>(v.x.options()), nullptr);
+  }
+  return variant_forward_impl<float>(v, x, reverse, need_backward,
+                                     aten_row_gemm<float>(v.x.options()), nullptr);
+}
+
+VariantBackwardResult backward(const Tensor& grad_y, const Tensor& grad_h_n,
+                               const Tensor& grad_c_n, const OptTensor& grad_cells,
+                               const Tensor& x, const OptTensor& batch_sizes, const Tensor& h0,
+                               const Tensor& c0, const std::vector<Tensor>& weights,
+                               bool has_bias, bool has_proj, bool reverse,
+                               const std::vector<Tensor>& norm, double norm_eps,
+                               bool norm_state, const OptTensor& recurrent_mask,
+                               const OptTensor& zoneout_h, const OptTensor& zoneout_c,
+                               const Tensor& y, const Tensor& cells,
+                               const std::vector<Tensor>& saved) {
+  const VariantArgs v = check_variant_args("lstm_variant_backward", x, batch_sizes, h0, c0,
+                                           weights, has_bias, has_proj, reverse, norm, norm_eps,
+                                           norm_state, recurrent_mask, zoneout_h, zoneout_c);
+  if (v.compute == at::kDouble) {
+    return variant_backward_impl<double>(v, x, reverse, grad_y, grad_h_n, grad_c_n, grad_cells,
+                                         h0, c0, y, cells, saved,
+                                         aten_row_gemm<double>(v.x.options()), nullptr);
+  }
+  return variant_backward_impl<float>(v, x, reverse, grad_y, grad_h_n, grad_c_n, grad_cells, h0,
+                                      c0, y, cells, saved, aten_row_gemm<float>(v.x.options()),
+                                      nullptr);
+}
+
+}  // namespace
+
+// The schemas of csrc/ops.cpp.
+TORCH_LIBRARY(fused_lstm_emulated, m) {
+  m.def(
+      "lstm_variant_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
+      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
+      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
+      "Tensor? zoneout_c, bool need_backward) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor cells, Tensor[] saved)");
+  m.def(
+      "lstm_variant_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, "
+      "Tensor? grad_cells, Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
+      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
+      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
+      "Tensor? zoneout_c, Tensor y, Tensor cells, Tensor[] saved) "
+      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor[] grad_weights, "
+      "Tensor[] grad_norm)");
+}
+
+TORCH_LIBRARY_IMPL(fused_lstm_emulated, CPU, m) {
+  m.impl("lstm_variant_forward", &forward);
+  m.impl("lstm_variant_backward", &backward);
+}

@@ -186,12 +186,15 @@ DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, c
   const Tensor bias = a.has_bias ? as_compute(*b_ih, ct) + as_compute(*b_hh, ct) : Tensor();  // [4H]
   const Tensor c0_c = as_compute(c0, ct);
   Tensor c = at::empty({a.B, a.H}, c0_c.options());  // [B, H], becomes c_n
+  // [B, H] the step's c saved for backward: a buffer of its own, as the op's outputs may
+  // not alias one another (else c itself)
+  Tensor cells = need_backward ? at::empty({a.B, a.H}, c0_c.options()) : c;
   Tensor y = at::empty({a.B, a.H}, c0_c.options());  // [B, H]: the step's h
   VariantForwardStep<T> st{gates.data_ptr<T>(), G, ptr_or_null<T>(bias),
                            c0_c.data_ptr<T>(), a.H,
                            nullptr, 0,
                            nullptr, nullptr, T(0), false,
-                           c.data_ptr<T>(), a.H,  // c^ is c: no option changes it
+                           cells.data_ptr<T>(), a.H,  // c^ is c: no option changes it
                            nullptr,
                            c.data_ptr<T>(), a.H,
                            y.data_ptr<T>(), a.H};
@@ -207,7 +210,7 @@ DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, c
   const Tensor h_n = y.to(dt, /*non_blocking=*/false, /*copy=*/true);  // [B, H]
   return {(a.packed ? y : y.view({1, a.B, a.H})).to(dt), h_n, c.to(dt),
           need_backward ? gates : at::empty({0, G}, gates.options()),
-          need_backward ? c : at::empty({0, a.H}, c.options())};
+          need_backward ? cells : at::empty({0, a.H}, c.options())};
 }
 
 // One direction: h0 [B, Hout], c0 [B, H].

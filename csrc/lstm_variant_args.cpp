@@ -131,4 +131,24 @@ void check_variant_backward_args(const char* op, const VariantArgs& v, const Ten
   }
 }
 
+VariantGradInputs variant_grad_inputs(const char* op, const VariantArgs& v,
+                                      const Tensor& grad_y, const Tensor& grad_h_n,
+                                      const Tensor& grad_c_n, const OptTensor& grad_cells,
+                                      const Tensor& h0, const Tensor& c0, const Tensor& y,
+                                      const Tensor& cells, const std::vector<Tensor>& saved) {
+  check_variant_backward_args(op, v, grad_y, grad_h_n, grad_c_n, grad_cells, h0, c0, y, cells,
+                              saved);
+  const auto& a = v.a;
+  const auto c = [&](const Tensor& t) { return as_compute(t, v.compute); };
+  VariantGradInputs g;
+  g.gy = c(grad_y).reshape({a.N, a.Hout});
+  g.gc = grad_cells ? c(*grad_cells).reshape({a.N, a.H}) : Tensor();
+  g.y = c(y).reshape({a.N, a.Hout});
+  g.cells = c(cells).reshape({a.N, a.H});
+  for (const Tensor& t : saved) g.saved.push_back(c(t));
+  g.dh = fresh(grad_h_n, v.compute);
+  g.dc = fresh(grad_c_n, v.compute);
+  return g;
+}
+
 }  // namespace fused_lstm

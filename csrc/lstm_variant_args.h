@@ -68,6 +68,26 @@ void check_variant_backward_args(const char* op, const VariantArgs& v,
                                  const at::Tensor& y, const at::Tensor& cells,
                                  const std::vector<at::Tensor>& saved);
 
+// What both backward bindings start from, checked (check_variant_backward_args) and in
+// v.compute: the gradients and sequences as rows, the saved buffers, and the state
+// gradients that the backward loop turns into grad_h0 and grad_c0.
+struct VariantGradInputs {
+  at::Tensor gy;                 // [N, Hout] dL/dy
+  at::Tensor gc;                 // [N, H] dL/dcells, or undefined
+  at::Tensor y;                  // [N, Hout]
+  at::Tensor cells;              // [N, H]
+  std::vector<at::Tensor> saved; // VariantSaved order
+  at::Tensor dh;                 // [B, Hout] a fresh copy of grad_h_n
+  at::Tensor dc;                 // [B, H]    a fresh copy of grad_c_n
+};
+VariantGradInputs variant_grad_inputs(const char* op, const VariantArgs& v,
+                                      const at::Tensor& grad_y, const at::Tensor& grad_h_n,
+                                      const at::Tensor& grad_c_n,
+                                      const std::optional<at::Tensor>& grad_cells,
+                                      const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& y, const at::Tensor& cells,
+                                      const std::vector<at::Tensor>& saved);
+
 // A sequence tensor [N, width] shaped as x ([T, B, width] or [N, width]) in `dtype`.
 inline at::Tensor as_sequence(const at::Tensor& seq, const at::Tensor& x,
                               at::ScalarType dtype) {

@@ -120,16 +120,9 @@ VariantBackwardResult lstm_variant_backward_cpu(
   const LayerArgs& a = v.a;
   const int64_t G = 4 * a.H;
   const bool ln = !v.norm.empty();
-  check_variant_backward_args(op, v, grad_y, grad_h_n, grad_c_n, grad_cells, h0, c0, y, cells,
-                              saved);
-  const auto c = [&](const Tensor& t) { return as_compute(t, v.compute); };
+  auto [gy, gc, yc, cc, s, dh, dc] =
+      variant_grad_inputs(op, v, grad_y, grad_h_n, grad_c_n, grad_cells, h0, c0, y, cells, saved);
   const auto opts = v.x.options();
-  const Tensor gy = c(grad_y).reshape({a.N, a.Hout});
-  const Tensor gc = grad_cells ? c(*grad_cells).reshape({a.N, a.H}) : Tensor();
-  const Tensor yc = c(y).reshape({a.N, a.Hout}), cc = c(cells).reshape({a.N, a.H});
-  std::vector<Tensor> s;
-  for (const Tensor& t : saved) s.push_back(c(t));
-  Tensor dh = fresh(grad_h_n, v.compute), dc = fresh(grad_c_n, v.compute);
   Tensor dgates = at::empty({a.N, G}, opts);
   Tensor d_gx = ln ? at::empty({a.N, G}, opts) : dgates;
   Tensor dr = ln ? at::empty({a.N, G}, opts) : Tensor();

@@ -88,6 +88,12 @@ VariantGradInputs variant_grad_inputs(const char* op, const VariantArgs& v,
                                       const at::Tensor& y, const at::Tensor& cells,
                                       const std::vector<at::Tensor>& saved);
 
+// A zoneout operand's row stride: 0 for one row shared by every row of x (eval's
+// constants), else its width.
+inline int64_t zoneout_row_stride(const at::Tensor& z) {
+  return z.defined() && z.dim() == 2 ? z.size(1) : int64_t(0);
+}
+
 // A sequence tensor [N, width] shaped as x ([T, B, width] or [N, width]) in `dtype`.
 inline at::Tensor as_sequence(const at::Tensor& seq, const at::Tensor& x,
                               at::ScalarType dtype) {

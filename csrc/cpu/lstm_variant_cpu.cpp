@@ -40,14 +40,10 @@ VariantArgs variant_args(const char* op, const Tensor& x, const OptTensor& batch
 template <typename T>
 VariantState<T> state_of(const VariantArgs& v) {
   const bool norm = !v.norm.empty();
-  // a zoneout operand's row stride: 0 for one row shared by every row of x
-  const auto zoneout_ld = [](const Tensor& z) {
-    return z.defined() && z.dim() == 2 ? z.size(1) : int64_t(0);
-  };
   const auto param = [&](int k) { return norm ? v.norm[k].data_ptr<T>() : nullptr; };
   return {v.h0.data_ptr<T>(), v.c0.data_ptr<T>(), ptr_or_null<T>(v.recurrent_mask),
-          ptr_or_null<T>(v.zoneout_h), zoneout_ld(v.zoneout_h),
-          ptr_or_null<T>(v.zoneout_c), zoneout_ld(v.zoneout_c),
+          ptr_or_null<T>(v.zoneout_h), zoneout_row_stride(v.zoneout_h),
+          ptr_or_null<T>(v.zoneout_c), zoneout_row_stride(v.zoneout_c),
           param(0), param(1), param(2), param(3), param(4), param(5),
           static_cast<T>(v.eps), v.norm_state};
 }

@@ -11,10 +11,6 @@ using at::Tensor;
 template <typename T>
 VariantCudaState<T> state_of(const VariantArgs& v) {
   const bool norm = !v.norm.empty();
-  // a zoneout operand's row stride: 0 for one row shared by every row of x
-  const auto zoneout_ld = [](const Tensor& z) {
-    return z.defined() && z.dim() == 2 ? z.size(1) : int64_t(0);
-  };
   const auto param = [&](int k) { return norm ? v.norm[k].data_ptr<T>() : nullptr; };
   VariantCudaState<T> s;
   s.h0 = v.h0.data_ptr<T>();
@@ -24,9 +20,9 @@ VariantCudaState<T> state_of(const VariantArgs& v) {
   s.bias = ptr_or_null<T>(v.bias);
   s.recurrent_mask = ptr_or_null<T>(v.recurrent_mask);
   s.zh = ptr_or_null<T>(v.zoneout_h);
-  s.zh_ld = zoneout_ld(v.zoneout_h);
+  s.zh_ld = zoneout_row_stride(v.zoneout_h);
   s.zc = ptr_or_null<T>(v.zoneout_c);
-  s.zc_ld = zoneout_ld(v.zoneout_c);
+  s.zc_ld = zoneout_row_stride(v.zoneout_c);
   s.ln_ih_w = param(0);
   s.ln_ih_b = param(1);
   s.ln_hh_w = param(2);

@@ -58,27 +58,31 @@ run 30 "$python" -c "import fused_lstm; assert fused_lstm.cuda_available(), 'no 
   || { stage "the build holds no CUDA kernels"; exit 1; }
 
 if [ "$part" = "new" ] || [ "$part" = "all" ]; then
-  # The persistent route has not run on a GPU yet, and a hung kernel is its main risk: a
-  # short smoke run first (where it hangs, nothing else of the route runs), then its tests
-  # and its timing, each in a process of its own under a short limit.
+  # Two things have never run on a GPU: the persistent route and the variant op's CUDA
+  # kernels. Correctness of both first, then their timings. A hung kernel is the persistent
+  # route's main risk: a short smoke run first (where it hangs, nothing else of the route
+  # runs), and every part in a process of its own under a short limit.
   stage "persistent route: smoke run (T=5 B=3 H=32)"
   run 90 "$python" .ci/persistent_timing.py 5 3 32 "$out/persistent_timing.jsonl" --reps 3
   smoke=$?
+  persistent_ok=0
   if [ "$smoke" -ne 124 ] && [ "$smoke" -ne 137 ]; then
+    persistent_ok=1
     stage "persistent route: tests/test_cuda.py -k persistent"
     pytest_run 180 tests/test_cuda.py -k persistent
+  else
+    stage "persistent route: the smoke run hung; its tests and timing skipped"
+  fi
+  # The variant op's tests turn FUSED_LSTM_CUDA_VARIANT_OP on for themselves.
+  stage "variant op on CUDA: tests/test_variants.py -k cuda"
+  pytest_run 180 tests/test_variants.py -k cuda
+  if [ "$persistent_ok" -eq 1 ]; then
     stage "persistent route: forward per step against the default route and cuDNN"
     for shape in "500 16 128" "500 16 256" "50 1 128" "100 8 256"; do
       # shellcheck disable=SC2086  # T B H as three words
       run 60 "$python" .ci/persistent_timing.py $shape "$out/persistent_timing.jsonl"
     done
-  else
-    stage "persistent route: the smoke run hung; its tests and timing skipped"
   fi
-  # The variant op's CUDA kernels (FUSED_LSTM_CUDA_VARIANT_OP=1, set by the tests
-  # themselves) have not run on a GPU either.
-  stage "variant op on CUDA: tests/test_variants.py -k cuda"
-  pytest_run 180 tests/test_variants.py -k cuda
   stage "variants benchmark, the variant op's CUDA kernels on"
   run 150 env FUSED_LSTM_CUDA_VARIANT_OP=1 "$python" -m fused_lstm.bench.variants --device cuda \
     --reps 5 --out "$out"

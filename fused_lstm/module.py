@@ -444,9 +444,11 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         if lengths is not None or reset is not None:
             steps = x.size(0)
             y, h_n, c_n, cells = self._run_segments(
-                x, None if lengths is None else segments.lengths_tensor(lengths, steps, batch),
+                x,
+                None if lengths is None else segments.lengths_tensor(lengths, steps, batch,
+                                                                     x.device),
                 None if reset is None else segments.reset_tensor(reset, steps, batch,
-                                                                 self.batch_first),
+                                                                 self.batch_first, x.device),
                 hx, weights, return_cells)
         else:
             y, h_n, c_n, cells = self._run_layers(x, batch_sizes, hx, batch, weights,

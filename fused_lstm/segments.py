@@ -38,7 +38,16 @@ class SegmentLayout(NamedTuple):
         return self.initial.numel()
 
 
-def lengths_tensor(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int) -> Tensor:
+def _check_device(name: str, t: Tensor, device: torch.device) -> None:
+    """A lengths or reset tensor lives on the CPU or on the input's device (its values are
+    read on the host either way)."""
+    if t.device.type != "cpu" and t.device != device:
+        raise ValueError(f"{name} must be on the CPU or on the input's device ({device}), got "
+                         f"{name} on {t.device}")
+
+
+def lengths_tensor(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int,
+                   device: torch.device) -> Tensor:
     """The lengths as a 1-D int64 tensor, after the checks that need no look at a tensor's
     values (TypeError for a non-integer type, ValueError for a wrong count; a list's values
     are checked here too). A tensor's values are checked by the layout op, where they are
@@ -49,6 +58,7 @@ def lengths_tensor(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int
         if lengths.dim() != 1 or lengths.size(0) != batch:
             raise ValueError(f"lengths must hold one length per sequence: expected shape "
                              f"({batch},), got {tuple(lengths.shape)}")
+        _check_device("lengths", lengths, device)
         return lengths.to(torch.int64)
     if isinstance(lengths, (list, tuple)) or type(lengths).__name__ == "ndarray":
         if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in lengths):
@@ -72,7 +82,7 @@ def _check_length_values(values: List[int], steps: int) -> None:
                              f"got {n} for sequence {b}")
 
 
-def reset_tensor(reset, steps: int, batch: int, batch_first: bool) -> Tensor:
+def reset_tensor(reset, steps: int, batch: int, batch_first: bool, device: torch.device) -> Tensor:
     """The reset mask as [steps, batch] (transposed from [batch, steps] with batch_first),
     after the checks of its type and shape; its values (bool, or numbers all 0 or 1) are
     checked by the layout op."""
@@ -87,6 +97,7 @@ def reset_tensor(reset, steps: int, batch: int, batch_first: bool) -> Tensor:
     if reset.dtype.is_complex:
         raise TypeError(f"reset must be a bool tensor or hold numbers 0 and 1, got dtype "
                         f"{reset.dtype}")
+    _check_device("reset", reset, device)
     return reset.t() if batch_first else reset
 
 

@@ -258,6 +258,19 @@ def test_bad_lengths_raise(lengths, exc, match):
         m(x, lengths=lengths)
 
 
+def test_lengths_and_reset_on_another_device_raise():
+    """lengths and reset may live on the CPU or on the input's device; elsewhere (here the
+    meta device, which holds no values) they raise, naming both devices."""
+    m = FusedLSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match=r"lengths must be on the CPU or on the input's device "
+                                         r"\(cpu\), got lengths on meta"):
+        m(x, lengths=torch.tensor([5, 3], device="meta"))
+    with pytest.raises(ValueError, match=r"reset must be on the CPU or on the input's device "
+                                         r"\(cpu\), got reset on meta"):
+        m(x, reset=torch.zeros(5, 2, dtype=torch.bool, device="meta"))
+
+
 def test_lengths_with_packed_or_unbatched_input_raise():
     m = FusedLSTM(3, 4)
     packed = pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))

@@ -37,7 +37,10 @@ run() {  # run LIMIT_SECONDS CMD...: log everything, remember the first failure
     return 124
   fi
   [ "$limit" -gt "$room" ] && limit=$room
-  timeout -k 10 "$limit" "$@" >>"$out/log.txt" 2>&1  # -k: SIGKILL if SIGTERM is not enough
+  # SIGINT at the limit, not SIGTERM: pytest then still prints its summary (the failures
+  # so far, -rfE) and Python a traceback of where it was; -k: SIGKILL 10 s later (a hung
+  # kernel). The status is 124 either way (137 after the SIGKILL).
+  timeout -s INT -k 10 "$limit" "$@" >>"$out/log.txt" 2>&1
   local rc=$?
   [ "$rc" -ne 0 ] && [ "$status" -eq 0 ] && status=$rc
   return "$rc"

@@ -1260,10 +1260,14 @@ def test_cuda_variant_op_matches_reference_and_cpu_op(case, dtype, cuda_variant_
     ref = args_to(args64, torch.float64, "cuda")
     got, on_cpu, want = lstm_variant(*gpu), lstm_variant(*cpu), reference_of(ref)
     tol = 2e-5 if dtype == torch.float32 and norm else TOL[dtype]
+    # Each device is held to tol against float64; the two can differ by the sum of their
+    # errors (the CPU op alone reaches 9.4e-6 of its 2e-5 at dense-proj0-norm=hidden-
+    # zo=None-mask-rev, grad of norm[4], from its arithmetic, not the rounded inputs).
+    tol_cpu = 2 * tol
     for name, g, c, w in zip(("y", "h_n", "c_n", "cells"), got, on_cpu, want):
         assert g.device.type == "cuda" and g.dtype == dtype
         assert_close(g.cpu(), w.cpu(), tol, name)
-        assert_close(g.cpu(), c, tol, f"{name} against the CPU op")
+        assert_close(g.cpu(), c, tol_cpu, f"{name} against the CPU op")
     g_got = torch.autograd.grad(op_weights_loss(got), differentiable(gpu))
     g_cpu = torch.autograd.grad(op_weights_loss(on_cpu), differentiable(cpu))
     g_want = torch.autograd.grad(op_weights_loss(want), differentiable(ref))
@@ -1273,7 +1277,7 @@ def test_cuda_variant_op_matches_reference_and_cpu_op(case, dtype, cuda_variant_
     for name, g, c, w in zip(names, g_got, g_cpu, g_want):
         assert g.dtype == dtype
         assert_close(g.cpu(), w.cpu(), tol, f"grad of {name}")
-        assert_close(g.cpu(), c, tol, f"grad of {name} against the CPU op")
+        assert_close(g.cpu(), c, tol_cpu, f"grad of {name} against the CPU op")
 
 
 @needs_cuda_variant

@@ -4,6 +4,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "lstm_variant_schema.h"
+
 // `import fused_lstm._C` loads this library, whose static initialisers register
 // the ops; the module itself is empty.
 extern "C" PyObject* PyInit__C(void) {
@@ -47,20 +49,8 @@ TORCH_LIBRARY(fused_lstm, m) {
   // Returns y [T, B, Hout] (or [N, Hout]), h_n [B, Hout], c_n [B, H], cells: c after every
   // step [T, B, H] (or [N, H]), and saved: what backward reads (empty tensors where the
   // options need none; an empty list when need_backward is false).
-  m.def(
-      "lstm_variant_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
-      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
-      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
-      "Tensor? zoneout_c, bool need_backward) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor cells, Tensor[] saved)");
+  m.def(fused_lstm::kLstmVariantForwardSchema);
   // Its backward: gradients of x, h0, c0, each weight and each norm parameter, from those of
   // y, h_n, c_n and cells. The masks get none.
-  m.def(
-      "lstm_variant_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, "
-      "Tensor? grad_cells, Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
-      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
-      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
-      "Tensor? zoneout_c, Tensor y, Tensor cells, Tensor[] saved) "
-      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor[] grad_weights, "
-      "Tensor[] grad_norm)");
+  m.def(fused_lstm::kLstmVariantBackwardSchema);
 }

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "../../csrc/cuda/variant_cuda_impl.h"
+#include "../../csrc/lstm_variant_schema.h"
 
 namespace {
 
@@ -58,22 +59,10 @@ VariantBackwardResult backward(const Tensor& grad_y, const Tensor& grad_h_n,
 
 }  // namespace
 
-// The schemas of csrc/ops.cpp.
+// The schemas of csrc/ops.cpp (lstm_variant_schema.h).
 TORCH_LIBRARY(fused_lstm_emulated, m) {
-  m.def(
-      "lstm_variant_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
-      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
-      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
-      "Tensor? zoneout_c, bool need_backward) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor cells, Tensor[] saved)");
-  m.def(
-      "lstm_variant_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, "
-      "Tensor? grad_cells, Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, "
-      "Tensor[] weights, bool has_bias, bool has_proj, bool reverse, Tensor[] norm, "
-      "float norm_eps, bool norm_state, Tensor? recurrent_mask, Tensor? zoneout_h, "
-      "Tensor? zoneout_c, Tensor y, Tensor cells, Tensor[] saved) "
-      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor[] grad_weights, "
-      "Tensor[] grad_norm)");
+  m.def(kLstmVariantForwardSchema);
+  m.def(kLstmVariantBackwardSchema);
 }
 
 TORCH_LIBRARY_IMPL(fused_lstm_emulated, CPU, m) {

@@ -13,42 +13,11 @@
 #include <algorithm>
 
 #include "../lstm_gate_math.h"
+#include "elementwise_grid.h"
 
 namespace fused_lstm::cuda {
 
 namespace {
-
-constexpr int64_t kThreadsPerBlock = 256;
-constexpr int64_t kMaxGridDim = 65535;
-
-struct LaunchShape {
-  dim3 grid;
-  dim3 block;
-};
-
-// Block: up to 256 threads along the columns (rounded up to a warp multiple),
-// the rest of the 256 along the rows, so narrow layers still fill a block.
-LaunchShape launch_shape(int64_t rows, int64_t cols) {
-  const int64_t bx = std::min<int64_t>(kThreadsPerBlock, (cols + 31) / 32 * 32);
-  const int64_t by = kThreadsPerBlock / bx;
-  const int64_t gx = std::min<int64_t>((cols + bx - 1) / bx, kMaxGridDim);
-  const int64_t gy = std::min<int64_t>((rows + by - 1) / by, kMaxGridDim);
-  return {dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)),
-          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by))};
-}
-
-__device__ __forceinline__ int64_t first_row() {
-  return static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
-}
-__device__ __forceinline__ int64_t row_step() {
-  return static_cast<int64_t>(gridDim.y) * blockDim.y;
-}
-__device__ __forceinline__ int64_t first_col() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t col_step() {
-  return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
 
 // Rounds a computed value to the layer's output type.
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }

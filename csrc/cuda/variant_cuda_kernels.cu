@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "../lstm_gate_math.h"
+#include "elementwise_grid.h"
 
 namespace fused_lstm::cuda {
 
@@ -21,7 +22,6 @@ namespace {
 
 constexpr int64_t kMaxRowThreads = 256;
 constexpr int64_t kMaxGridX = 2147483647;
-constexpr int64_t kMaxGridY = 65535;
 
 // Threads per block of a row kernel: a warp per 32 hidden units, at most 8 warps.
 unsigned row_threads(int64_t H) {
@@ -318,25 +318,9 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 
 // ---- elementwise kernels, on a [rows, cols] grid ----
 
-struct LaunchShape {
-  dim3 grid;
-  dim3 block;
-};
-
-LaunchShape launch_shape(int64_t rows, int64_t cols) {
-  const int64_t bx = std::min<int64_t>(kMaxRowThreads, (cols + 31) / 32 * 32);
-  const int64_t by = kMaxRowThreads / bx;
-  const int64_t gx = std::min<int64_t>((cols + bx - 1) / bx, kMaxGridY);
-  const int64_t gy = std::min<int64_t>((rows + by - 1) / by, kMaxGridY);
-  return {dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)),
-          dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by))};
-}
-
-#define FUSED_LSTM_FOR_EACH_ELEMENT(rows, cols)                                             \
-  for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < (rows); \
-       r += static_cast<int64_t>(gridDim.y) * blockDim.y)                                   \
-    for (int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;           \
-         j < (cols); j += static_cast<int64_t>(gridDim.x) * blockDim.x)
+#define FUSED_LSTM_FOR_EACH_ELEMENT(rows, cols)                    \
+  for (int64_t r = first_row(); r < (rows); r += row_step()) \
+    for (int64_t j = first_col(); j < (cols); j += col_step())
 
 template <typename T>
 __global__ void zoneout_rows_kernel(int64_t rows, int64_t cols, const T* __restrict__ a,

@@ -40,18 +40,14 @@ void forward_steps(const LayerArgs& a, bool reverse, const ForwardLoop<In>& f, i
       weight_gemm(rows, a.I, f.x + off * a.I, a.I, f.w_ih_t, gates, false);
     }
     // gates[:, g0:g1] += h_prev @ w_hh^AccT[:, g0:g1]; h_prev is y of the previous
-    // step for the rows it had, h0 for rows that start here. (No w_hh^AccT: a one-step
-    // call whose gates hold h0 @ w_hh^T already.)
-    if (f.w_hh_t) {
-      const int64_t from_prev =
-          k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
-      if (from_prev > 0) {
-        const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
-        weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, gates, true);
-      }
-      weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t,
-                  gates + from_prev * G, true);
+    // step for the rows it had, h0 for rows that start here.
+    const int64_t from_prev = k > 0 ? std::min(rows, a.rows[step_time(a, reverse, k - 1)]) : 0;
+    if (from_prev > 0) {
+      const In* y_prev = f.y + a.offset[step_time(a, reverse, k - 1)] * Hout;
+      weight_gemm(from_prev, Hout, y_prev, Hout, f.w_hh_t, gates, true);
     }
+    weight_gemm(rows - from_prev, Hout, f.h0 + from_prev * Hout, Hout, f.w_hh_t,
+                gates + from_prev * G, true);
     for (int64_t chunk = s.chunk_begin; chunk < s.chunk_end; ++chunk) {
       const int64_t u = chunk * kGateChunk, w = chunk_width(H, chunk);
       ForwardStep<AccT> st{gates + 4 * u, G,

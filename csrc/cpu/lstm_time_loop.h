@@ -30,8 +30,7 @@ template <typename In, typename T = Acc<In>>
 struct ForwardLoop {
   const In* x;       // [N, I], or null when gates already hold x @ w_ih^T
   const In* w_ih_t;  // [I, 4H] w_ih^T, blocked columns in panels of 128 columns (with x)
-  const In* w_hh_t;  // [Hout, 4H] w_hh^T, the same; null for a one-step call whose gates
-                     // hold h0 @ w_hh^T as well (the plan's natural_weights)
+  const In* w_hh_t;  // [Hout, 4H] w_hh^T, the same
                      // (gate_rows_to_panels in gate_layout.h, gemm_nn_panels in cpu_gemm.h)
   const T* w_hr_t;   // [H, Hout]  w_hr^T, or null
   const T* bias;     // [4H] blocked, b_ih + b_hh, or null

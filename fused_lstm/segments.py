@@ -48,10 +48,10 @@ def _check_device(name: str, t: Tensor, device: torch.device) -> None:
 
 def lengths_tensor(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int,
                    device: torch.device) -> Tensor:
-    """The lengths as a 1-D int64 tensor, after the checks that need no look at a tensor's
-    values (TypeError for a non-integer type, ValueError for a wrong count; a list's values
-    are checked here too). A tensor's values are checked by the layout op, where they are
-    read: a compiled graph holds no host read of them."""
+    """The lengths as a 1-D int64 tensor, after the checks that need no look at the values
+    (TypeError for a non-integer type, ValueError for a wrong count or device). The values
+    are checked by the layout op, where they are read: a compiled graph holds no host read
+    of them."""
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
@@ -66,9 +66,7 @@ def lengths_tensor(lengths: Union[Tensor, Sequence[int]], steps: int, batch: int
         if len(lengths) != batch:
             raise ValueError(f"lengths must hold one length per sequence: expected {batch}, "
                              f"got {len(lengths)}")
-        values = [int(v) for v in lengths]
-        _check_length_values(values, steps)
-        return torch.tensor(values, dtype=torch.int64)
+        return torch.tensor([int(v) for v in lengths], dtype=torch.int64)
     raise TypeError(f"lengths must be a 1-D integer tensor, a list of ints or a NumPy array, got "
                     f"{type(lengths).__name__}")
 

@@ -1,6 +1,7 @@
 // The fused_lstm operator schemas. Implementations register per device in
-// cpu/lstm_cpu.cpp and cuda/lstm_cuda.cpp; autograd and fake (shape) kernels
-// are registered from Python (fused_lstm/ops.py).
+// cpu/lstm_cpu.cpp and cuda/lstm_cuda.cpp (segment_layout: one for every device, in
+// segment_layout_op.cpp); autograd and fake (shape) kernels are registered from Python
+// (fused_lstm/ops.py, fused_lstm/segments.py).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -53,4 +54,12 @@ TORCH_LIBRARY(fused_lstm, m) {
   // Its backward: gradients of x, h0, c0, each weight and each norm parameter, from those of
   // y, h_n, c_n and cells. The masks get none.
   m.def(fused_lstm::kLstmVariantBackwardSchema);
+  // The index maps of a padded batch [steps, batch, ...] cut into independent segments by
+  // lengths [batch] (integers, 0 to steps) and a reset mask [steps, batch] (bool, or 0 and
+  // 1), either None (csrc/segment_maps.h, fused_lstm/segments.py). Returns batch_sizes [T']
+  // (on the CPU), rows [N], initial [B'] and final [batch] (on device). Output sizes depend
+  // on the values: the fake kernel gives them as unbacked symbols.
+  m.def(
+      "segment_layout(Tensor? lengths, Tensor? reset, SymInt steps, SymInt batch, "
+      "Device device) -> (Tensor, Tensor, Tensor, Tensor)");
 }

@@ -25,6 +25,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from . import _extension
+
 
 class SegmentLayout(NamedTuple):
     batch_sizes: Tensor  # [T'] int64 on the CPU: packed columns alive at each step
@@ -117,12 +119,12 @@ def layout(steps: int, batch: int, lengths: Optional[Tensor], reset: Optional[Te
     return SegmentLayout(*segment_layout(lengths, reset, steps, batch, device))
 
 
-@torch.library.custom_op("fused_lstm::segment_layout", mutates_args=())
-def segment_layout(lengths: Optional[Tensor], reset: Optional[Tensor], steps: int, batch: int,
-                   device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """SegmentLayout's four tensors (batch_sizes on the CPU, the rest on device). An op, so
-    that a compiled graph or an exported program holds the call: the maps' sizes (packed
-    rows N, segments B', longest segment T') depend on the values of lengths and reset."""
+def segment_layout_reference(lengths: Optional[Tensor], reset: Optional[Tensor], steps: int,
+                             batch: int, device: torch.device
+                             ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SegmentLayout's four tensors (batch_sizes on the CPU, the rest on device), in
+    PyTorch: the fused_lstm::segment_layout op where the compiled extension is missing, and
+    what tests hold its C++ kernel (csrc/segment_maps.cpp) to."""
     if lengths is not None:
         ends_list = [int(v) for v in lengths.tolist()]
         _check_length_values(ends_list, steps)
@@ -168,7 +170,16 @@ def segment_layout(lengths: Optional[Tensor], reset: Optional[Tensor], steps: in
     return alive.sum(1), rows.to(device), initial.to(device), final.to(device)
 
 
-@segment_layout.register_fake
+# An op, so that a compiled graph or an exported program holds the call: the maps' sizes
+# (packed rows N, segments B', longest segment T') depend on the values of lengths and reset.
+if _extension.extension_loaded():
+    segment_layout = torch.ops.fused_lstm.segment_layout
+else:
+    segment_layout = torch.library.custom_op("fused_lstm::segment_layout", mutates_args=())(
+        segment_layout_reference)
+
+
+@torch.library.register_fake("fused_lstm::segment_layout")
 def _segment_layout_fake(lengths, reset, steps, batch, device):
     ctx = torch.library.get_ctx()
     longest, rows, count = (ctx.new_dynamic_size() for _ in range(3))

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from fused_lstm import FusedLSTM
+from fused_lstm import FusedLSTM, segments
+from fused_lstm._extension import extension_loaded
 from helpers import make_pair, rel_err
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
@@ -237,6 +238,34 @@ def test_segment_layout_opcheck():
     reset = torch.rand(6, 4, generator=torch.Generator().manual_seed(3)) < 0.3
     for args in [(lengths, None), (None, reset), (lengths, reset)]:
         torch.library.opcheck(torch.ops.fused_lstm.segment_layout, (*args, 6, 4, torch.device("cpu")))
+
+
+@pytest.mark.skipif(not extension_loaded(), reason="the compiled extension is missing")
+def test_segment_layout_kernel_equals_the_reference():
+    """The C++ layout (csrc/segment_maps.cpp) against segments.py's PyTorch formulation, on
+    random lengths and masks: resets at step 0, past a row's end, rows without steps,
+    every row reset at every step."""
+    g = torch.Generator().manual_seed(11)
+    cases = [(torch.tensor([0, 0, 0]), None, 4), (None, torch.ones(4, 3, dtype=torch.bool), 4)]
+    for _ in range(40):
+        T, B = int(torch.randint(1, 12, (1,), generator=g)), int(torch.randint(1, 9, (1,), generator=g))
+        lengths = torch.randint(0, T + 1, (B,), generator=g)
+        reset = torch.rand(T, B, generator=g) < float(torch.rand(1, generator=g))
+        cases += [(lengths, None, T), (None, reset, T), (lengths, reset, T)]
+    for lengths, reset, T in cases:
+        B = (lengths if lengths is not None else reset).shape[-1]
+        args = (lengths, reset, T, B, torch.device("cpu"))
+        got = torch.ops.fused_lstm.segment_layout(*args)
+        want = segments.segment_layout_reference(*args)
+        for a, b in zip(got, want):
+            assert a.dtype == torch.int64
+            assert torch.equal(a, b), (lengths, reset)
+
+
+def test_reset_float_values_are_named():
+    m = FusedLSTM(3, 4)
+    with pytest.raises(ValueError, match=r"hold only 0 and 1, got values \[0.5, 2.0\]"):
+        m(torch.randn(2, 2, 3), reset=torch.tensor([[0.0, 2.0], [0.5, 1.0]]))
 
 
 @pytest.mark.parametrize("lengths, exc, match", [

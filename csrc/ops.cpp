@@ -1,6 +1,6 @@
 // The fused_lstm operator schemas. Implementations register per device in
-// cpu/lstm_cpu.cpp and cuda/lstm_cuda.cpp (segment_layout: one for every device, in
-// segment_layout_op.cpp); autograd and fake (shape) kernels are registered from Python
+// cpu/lstm_cpu.cpp and cuda/lstm_cuda.cpp (the segment ops in segment_layout_op.cpp and
+// segment_pad_op.cpp); autograd and fake (shape) kernels are registered from Python
 // (fused_lstm/ops.py, fused_lstm/segments.py).
 #include <Python.h>
 #include <torch/library.h>
@@ -62,4 +62,7 @@ TORCH_LIBRARY(fused_lstm, m) {
   m.def(
       "segment_layout(Tensor? lengths, Tensor? reset, SymInt steps, SymInt batch, "
       "Device device) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Packed rows [N, C] into [steps, batch, C]: packed row k to padded row rows[k]
+  // (t * batch + b; distinct), zeros elsewhere (csrc/segment_pad_op.cpp).
+  m.def("segment_pad(Tensor packed, Tensor rows, SymInt steps, SymInt batch) -> Tensor");
 }

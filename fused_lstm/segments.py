@@ -194,11 +194,43 @@ def pack_rows(x: Tensor, lay: SegmentLayout) -> Tensor:
 
 
 def pad_rows(y: Tensor, lay: SegmentLayout, steps: int, batch: int) -> Tensor:
-    """Packed rows y: [N, C] -> [steps, batch, C], zero past each sequence's end (zeros, and
-    the packed rows copied to their places: one fresh buffer, where gathering from y and an
-    appended zero row made two; the second is what cost page faults on every call)."""
-    out = y.new_zeros(steps * batch, y.size(-1))
-    return out.index_copy_(0, lay.rows, y).view(steps, batch, y.size(-1))
+    """Packed rows y: [N, C] -> [steps, batch, C], zero past each sequence's end."""
+    return segment_pad(y, lay.rows, steps, batch)
+
+
+def segment_pad_reference(packed: Tensor, rows: Tensor, steps: int, batch: int) -> Tensor:
+    """packed: [N, C], rows: [N] (distinct padded rows t * batch + b) -> [steps, batch, C]:
+    zeros, and packed row k copied to padded row rows[k]. The fused_lstm::segment_pad op
+    where the compiled extension is missing (its CPU kernel writes each row once, a copy or
+    zeros: csrc/segment_pad_op.cpp)."""
+    out = packed.new_zeros(steps * batch, packed.size(-1))
+    return out.index_copy_(0, rows, packed).view(steps, batch, packed.size(-1))
+
+
+if _extension.extension_loaded():
+    segment_pad = torch.ops.fused_lstm.segment_pad
+else:
+    segment_pad = torch.library.custom_op("fused_lstm::segment_pad", mutates_args=())(
+        segment_pad_reference)
+
+
+@torch.library.register_fake("fused_lstm::segment_pad")
+def _segment_pad_fake(packed, rows, steps, batch):
+    return packed.new_empty(steps, batch, packed.size(-1))
+
+
+def _segment_pad_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _segment_pad_backward(ctx, grad):
+    """The packed rows' gradient: the padded gradient's rows they were copied to."""
+    (rows,) = ctx.saved_tensors
+    return grad.reshape(-1, grad.size(-1)).index_select(0, rows), None, None, None
+
+
+torch.library.register_autograd("fused_lstm::segment_pad", _segment_pad_backward,
+                                setup_context=_segment_pad_setup_context)
 
 
 def initial_states(state0: Tensor, lay: SegmentLayout) -> Tensor:

@@ -262,6 +262,25 @@ def test_segment_layout_kernel_equals_the_reference():
             assert torch.equal(a, b), (lengths, reset)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_segment_pad_equals_the_reference(dtype):
+    """segment_pad (the CPU kernel writes each padded row once) against zeros with the rows
+    copied in, on a layout with empty rows, resets and unsorted lengths; opcheck and
+    gradcheck of the op."""
+    g = torch.Generator().manual_seed(12)
+    lay = segments.layout(9, 5, torch.tensor([9, 0, 4, 7, 1]), torch.rand(9, 5, generator=g) < 0.3,
+                          torch.device("cpu"))
+    packed = torch.randn(lay.rows.numel(), 6, generator=g).to(dtype)
+    got = torch.ops.fused_lstm.segment_pad(packed, lay.rows, 9, 5)
+    want = segments.segment_pad_reference(packed, lay.rows, 9, 5)
+    assert got.shape == (9, 5, 6) and torch.equal(got, want)
+    torch.library.opcheck(torch.ops.fused_lstm.segment_pad, (packed.double(), lay.rows, 9, 5))
+    p64 = packed.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda p: segments.segment_pad(p, lay.rows, 9, 5), (p64,))
+    with pytest.raises(IndexError, match="outside the padded rows"):
+        torch.ops.fused_lstm.segment_pad(packed[:1], torch.tensor([45]), 9, 5)
+
+
 def test_reset_float_values_are_named():
     m = FusedLSTM(3, 4)
     with pytest.raises(ValueError, match=r"hold only 0 and 1, got values \[0.5, 2.0\]"):

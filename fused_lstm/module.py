@@ -381,12 +381,11 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
                 raise NotImplementedError(
                     "FusedLSTM: ONNX export of a call with return_cell_sequence=True is not "
                     "supported (ONNX's LSTM op gives no per-step cell states)")
-            if lengths is not None or reset is not None:
+            if reset is not None:
                 raise NotImplementedError(
-                    "FusedLSTM: ONNX export of a call with lengths= or reset= is not "
-                    "supported yet (the ONNX LSTM op has no resets, and its sequence_lens "
-                    "mapping is not written)")
-            return onnx_export.forward(self, input, hx)
+                    "FusedLSTM: ONNX export of a call with reset= is not supported: ONNX's "
+                    "LSTM op has no state resets inside a sequence")
+            return onnx_export.forward(self, input, hx, lengths)
         packed = isinstance(input, PackedSequence)
         if packed and (lengths is not None or reset is not None):
             raise ValueError("lengths= and reset= are for padded input; a PackedSequence "

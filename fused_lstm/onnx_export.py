@@ -10,7 +10,9 @@ ONNX form is built from ONNX's own LSTM:
   W = weight_ih [num_directions, 4H, input], R = weight_hh [num_directions, 4H, H],
   B = [bias_ih; bias_hh] [num_directions, 8H]; layout 0 (time-major) with Transposes for
   batch_first; h0/c0 as initial_h/initial_c and Y_h/Y_c as h_n/c_n; a PackedSequence as
-  padded input with sequence_lens. Sequence length and batch stay dynamic.
+  padded input with sequence_lens, and forward's lengths= as sequence_lens too (the output
+  zeroed past each length, a length-0 sequence's h_n/c_n its initial state). Sequence length
+  and batch stay dynamic.
 - proj_size > 0, which the LSTM op has no attribute for, is decomposed exactly onto it: the
   node carries the unprojected state h~ (h = W_hr h~), with R = W_hh W_hr, and a MatMul by
   W_hr after it. A given h0 (already projected) enters the first step through extra input
@@ -22,7 +24,8 @@ ONNX form is built from ONNX's own LSTM:
 What cannot be exported raises OnnxExportError saying why: dropout between layers or weight drop
 in training mode, bfloat16 (not a type of ONNX's LSTM before opset 22), autocast (`_refuse`); with
 dynamo=True, a PackedSequence made by pack_padded_sequence inside the model (torch.export
-cannot trace that op); with dynamo=False, proj_size > 0 (that exporter refuses it).
+cannot trace that op); with dynamo=False, proj_size > 0 (that exporter refuses it) and lengths=;
+reset= (no resets in ONNX's LSTM: FusedLSTM.forward raises).
 """
 
 import sys
@@ -32,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from . import variants
+from . import segments, variants
 
 
 # torch.export (the dynamo exporter) is tracing; torch before 2.5 has is_compiling only.
@@ -62,8 +65,9 @@ class OnnxExportError(RuntimeError):
     """A FusedLSTM configuration or call that cannot be exported to ONNX, and why."""
 
 
-def forward(module, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
-    """FusedLSTM.forward's ONNX form: same arguments, results and argument checks."""
+def forward(module, input, hx: Optional[Tuple[Tensor, Tensor]] = None, lengths=None):
+    """FusedLSTM.forward's ONNX form: same arguments (lengths: forward's `lengths=`),
+    results and argument checks."""
     _refuse(module, input)
     if _is_dynamo_compiling():
         # torch.onnx.export captures with torch.export(strict=False) first, and falls back to
@@ -73,12 +77,18 @@ def forward(module, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
             "(torch.export strict=True, its fallback) does not trace torch.onnx.ops. See the "
             "error of the non-strict capture (torch.onnx.export reports it first)")
     if torch.jit.is_tracing():  # the TorchScript exporter (dynamo=False)
+        if lengths is not None:
+            raise OnnxExportError(
+                "FusedLSTM with lengths= cannot be exported by the TorchScript exporter "
+                "(torch.onnx.export(..., dynamo=False)), which exports the equivalent nn.LSTM, "
+                "and nn.LSTM has no lengths=. Use torch.onnx.export(..., dynamo=True), the "
+                "default, which maps lengths= to the LSTM op's sequence_lens")
         return _torchscript_forward(module, input, hx)
     if not hasattr(getattr(torch.onnx, "ops", None), "symbolic_multi_out"):
         raise OnnxExportError(
             f"FusedLSTM needs torch 2.8 or newer (torch.onnx.ops) to export with dynamo=True; "
             f"this is torch {torch.__version__}. Upgrade torch, or export with dynamo=False")
-    return _dynamo_forward(module, input, hx)
+    return _dynamo_forward(module, input, hx, lengths)
 
 
 def _refuse(module, input) -> None:
@@ -131,8 +141,11 @@ def _torchscript_forward(module, input, hx):
 
 # ---- torch.export-based exporter (dynamo=True) ----
 
-def _dynamo_forward(module, input, hx):
+def _dynamo_forward(module, input, hx, lengths_arg=None):
     packed = isinstance(input, PackedSequence)
+    if packed and lengths_arg is not None:
+        raise ValueError("lengths= and reset= are for padded input; a PackedSequence holds its "
+                         "own lengths")
     hx = _as_pair(hx)
     if packed:
         data, batch_sizes, sorted_indices, unsorted_indices = input
@@ -160,6 +173,9 @@ def _dynamo_forward(module, input, hx):
         if x.dim() not in (2, 3):
             raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.dim()}D instead")
         batched = x.dim() == 3
+        if lengths_arg is not None and not batched:
+            raise ValueError("lengths= needs batched input (T, B, I), or (B, T, I) with "
+                             f"batch_first; got a {x.dim()}-D input")
         if not batched:
             x = x.unsqueeze(0 if module.batch_first else 1)
         module.check_input(x, None)
@@ -175,8 +191,17 @@ def _dynamo_forward(module, input, hx):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if module.batch_first:
             x = x.transpose(0, 1)
+        if lengths_arg is not None:
+            # The LSTM node's sequence_lens; their values (0 to T) are checked by the runtime
+            # (onnxruntime raises for others).
+            lengths = segments.lengths_tensor(lengths_arg, x.shape[0], x.shape[1],
+                                              x.device).to(x.device, torch.int32)
 
-    y, h_n, c_n = _layers(module, x, lengths, hx)
+    y, h_n, c_n = _layers(module, x, lengths, hx, zero_lengths=lengths_arg is not None)
+    if lengths_arg is not None:
+        # zero past each length, whatever the runtime leaves there
+        step = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # [T, 1]
+        y = torch.where((step < lengths.unsqueeze(0)).unsqueeze(-1), y, 0)
 
     if packed:
         y = y.flatten(0, 1)[mask.flatten().nonzero().squeeze(1)]  # back to packed rows
@@ -258,8 +283,10 @@ def _lstm_node(x, W, R, B, lengths, h0, c0, hidden: int, direction: str, layer: 
         metadata_props={"pkg.fused_lstm.layer": str(layer)})
 
 
-def _layers(module, x: Tensor, lengths: Optional[Tensor], hx):
-    """All layers on time-major x [T, B, I]: y [T, B, D * Hout], h_n, c_n."""
+def _layers(module, x: Tensor, lengths: Optional[Tensor], hx, zero_lengths: bool = False):
+    """All layers on time-major x [T, B, I]: y [T, B, D * Hout], h_n, c_n. zero_lengths:
+    lengths may hold 0, where the LSTM node gives Y_h = Y_c = 0 (onnxruntime) and
+    FusedLSTM the initial state."""
     dirs = 2 if module.bidirectional else 1
     H, P = module.hidden_size, module.proj_size
     weights = module.all_weights  # per layer direction, each as forward would read it now
@@ -274,6 +301,12 @@ def _layers(module, x: Tensor, lengths: Optional[Tensor], hx):
             x, h, c = _plain_layer(x, ws, lengths, h0, c0, H, layer)
         else:
             x, h, c = _projected_layer(x, ws, lengths, h0, c0, H, layer)
+        if zero_lengths and h0 is not None:
+            empty = (lengths == 0).view(1, -1, 1)  # [1, B, 1]
+            h, c = torch.where(empty, h0, h), torch.where(empty, c0, c)
+        elif zero_lengths:
+            empty = (lengths == 0).view(1, -1, 1)
+            h, c = torch.where(empty, 0, h), torch.where(empty, 0, c)
         h_n.append(h)
         c_n.append(c)
     return x, torch.cat(h_n), torch.cat(c_n)

@@ -229,6 +229,74 @@ def test_packed_sequence_becomes_sequence_lens(cfg, with_state, enforce_sorted, 
             assert_matches(got, CallPacked(ref)(*args), f"vs nn.LSTM, lengths {lengths}")
 
 
+class CallLengths(nn.Module):
+    """Padded input with lengths= (a model input, so each run may take others)."""
+
+    def __init__(self, lstm):
+        super().__init__()
+        self.lstm = lstm
+        self.train(lstm.training)
+
+    def forward(self, x, lengths, h0=None, c0=None):
+        hx = None if h0 is None else (h0, c0)
+        y, (h, c) = self.lstm(x, hx, lengths=lengths)
+        return y, h, c
+
+
+@pytest.mark.parametrize("cfg,with_state", [
+    (dict(num_layers=2, bidirectional=True), True),
+    (dict(batch_first=True), False),
+    (dict(proj_size=2, bidirectional=True), True),
+    (dict(proj_size=2, num_layers=2, batch_first=True), False),
+], ids=["2-layer-bidirectional-state", "batch-first-nostate", "proj-bidirectional-state",
+        "proj-2-layer-batch-first-nostate"])
+def test_lengths_become_sequence_lens(cfg, with_state, tmp_path):
+    """lengths= exports as the LSTM nodes' sequence_lens: zero past each length, h_n and c_n
+    at each sequence's last step, the reverse direction from there, and a length of 0 keeping
+    the initial state, at other lengths, sequence lengths and batch sizes than the export's."""
+    _, fused = make_pair(seed=8, input_size=3, hidden_size=5, **cfg)
+    fused.eval()
+    gen = torch.Generator().manual_seed(9)
+
+    def inputs(steps, lengths):
+        args = dense_inputs(cfg, with_state, steps, len(lengths), gen)
+        return (args[0], torch.tensor(lengths)) + args[1:]
+
+    steps, batch = torch.export.Dim("steps"), torch.export.Dim("batch")
+    x_dims = {0: batch, 1: steps} if cfg.get("batch_first") else {0: steps, 1: batch}
+    dims = {"x": x_dims, "lengths": {0: batch}}
+    if with_state:
+        dims.update(h0={1: batch}, c0={1: batch})
+    path = tmp_path / "lengths.onnx"
+    session = export(CallLengths(fused), inputs(6, [6, 2, 0, 4]), path, dims)
+    lstms = check_graph(path)
+    assert lstms and all(len(n.input) > 4 and n.input[4] for n in lstms), "sequence_lens not given"
+    for T, lengths in [(6, [6, 2, 0, 4]), (9, [1, 9, 3]), (4, [0, 0]), (7, [7])]:
+        args = inputs(T, lengths)
+        with torch.no_grad():
+            assert_matches(run(session, args), CallLengths(fused)(*args), f"T={T} {lengths}")
+
+
+def test_lengths_with_the_torchscript_exporter_points_to_dynamo(tmp_path):
+    model = CallLengths(FusedLSTM(3, 5).eval())
+    with pytest.raises(onnx_export.OnnxExportError, match=r"lengths=.*dynamo=True"):
+        export(model, (torch.randn(4, 2, 3), torch.tensor([4, 1])), tmp_path / "l.onnx",
+               dynamo=False)
+
+
+def test_reset_is_refused(tmp_path):
+    class CallReset(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = FusedLSTM(3, 5).eval()
+
+        def forward(self, x, reset):
+            return self.lstm(x, reset=reset)[0]
+
+    with pytest.raises(Exception, match="reset= is not supported"):
+        export(CallReset(), (torch.randn(4, 2, 3), torch.rand(4, 2) < 0.3), tmp_path / "r.onnx")
+
+
 # ---- what cannot be exported says why ----
 
 def test_training_mode_dropout_is_refused(tmp_path):

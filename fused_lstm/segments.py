@@ -170,13 +170,17 @@ def segment_layout_reference(lengths: Optional[Tensor], reset: Optional[Tensor],
     return alive.sum(1), rows.to(device), initial.to(device), final.to(device)
 
 
+def _op(name: str, reference):
+    """torch.ops.fused_lstm.<name> from the compiled extension, or, where it is missing,
+    the same op defined from its PyTorch reference."""
+    if _extension.extension_loaded():
+        return getattr(torch.ops.fused_lstm, name)
+    return torch.library.custom_op(f"fused_lstm::{name}", mutates_args=())(reference)
+
+
 # An op, so that a compiled graph or an exported program holds the call: the maps' sizes
 # (packed rows N, segments B', longest segment T') depend on the values of lengths and reset.
-if _extension.extension_loaded():
-    segment_layout = torch.ops.fused_lstm.segment_layout
-else:
-    segment_layout = torch.library.custom_op("fused_lstm::segment_layout", mutates_args=())(
-        segment_layout_reference)
+segment_layout = _op("segment_layout", segment_layout_reference)
 
 
 @torch.library.register_fake("fused_lstm::segment_layout")
@@ -207,11 +211,7 @@ def segment_pad_reference(packed: Tensor, rows: Tensor, steps: int, batch: int) 
     return out.index_copy_(0, rows, packed).view(steps, batch, packed.size(-1))
 
 
-if _extension.extension_loaded():
-    segment_pad = torch.ops.fused_lstm.segment_pad
-else:
-    segment_pad = torch.library.custom_op("fused_lstm::segment_pad", mutates_args=())(
-        segment_pad_reference)
+segment_pad = _op("segment_pad", segment_pad_reference)
 
 
 @torch.library.register_fake("fused_lstm::segment_pad")

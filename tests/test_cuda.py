@@ -428,6 +428,8 @@ def assert_persistent_matches_default(monkeypatch, ref, fused, x, hx, train=True
     (9, 64, 40, False, False),  # two clusters, the second with one row
     (4, 48, 17, True, False),   # a cluster of 6 CTAs
     (5, 144, 20, False, False),  # 16 units per CTA, 9 CTAs (non-portable)
+    (2, 8, 3, False, False),     # a cluster of one CTA
+    (3, 16, 4, True, False),     # a cluster of two CTAs
 ])
 def test_persistent_matches_default_route(monkeypatch, B, H, T, bidirectional, batch_first):
     ref, fused, x, hx = persistent_pair(B, H, T, bidirectional=bidirectional,

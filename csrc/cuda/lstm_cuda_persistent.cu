@@ -22,6 +22,12 @@
 
 #include <cooperative_groups.h>
 
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <tuple>
+
 #include "../lstm_gate_math.h"
 
 namespace fused_lstm::cuda {
@@ -314,17 +320,28 @@ cudaLaunchConfig_t launch_config(const PersistentForwardShape& shape, cudaLaunch
 // memory limit (always the device's maximum, so that threads setting it for different H
 // never lower it under one another's launch) and, above 8 CTAs, the non-portable cluster
 // size.
+// Set once per device, kernel and cluster-size class: later calls find them in `prepared`.
 cudaError_t prepare_kernel(const void* kernel, int cluster_size) {
+  static std::mutex mutex;
+  static std::set<std::tuple<int, const void*, bool>> prepared;
   int device = 0, optin = 0;
   cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) {
-    err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err != cudaSuccess) return err;
+  const auto key = std::make_tuple(device, kernel, cluster_size > 8);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (prepared.count(key) != 0) return cudaSuccess;
   }
+  err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   if (err == cudaSuccess) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
   }
   if (err == cudaSuccess && cluster_size > 8) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  }
+  if (err == cudaSuccess) {
+    std::lock_guard<std::mutex> lock(mutex);
+    prepared.insert(key);
   }
   return err;
 }
@@ -345,19 +362,16 @@ bool shape_runs(const PersistentForwardShape& shape) {
   return cudaOccupancyMaxActiveClusters(&active, kernel, &cfg) == cudaSuccess && active >= 1;
 }
 
-}  // namespace
-
-bool lstm_persistent_forward_shape(int64_t B, int64_t H, PersistentForwardShape* shape) {
-  if (B < 1 || B > kMaxBatch || H < 1 || H > 16 * kMaxClusterSize) return false;
-  int device = 0, major = 0, optin = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) !=
+// The shape of (B, H) on `device`, or none (lstm_persistent_forward_shape keeps the answer).
+std::optional<PersistentForwardShape> find_shape(int device, int64_t B, int64_t H) {
+  int major = 0, optin = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) !=
           cudaSuccess ||
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
           cudaSuccess ||
       major < 9) {
     cudaGetLastError();  // leave no error behind for the next launch check to report
-    return false;
+    return std::nullopt;
   }
   PersistentForwardShape s;
   s.rows_per_cluster = B <= 4 ? 4 : 8;
@@ -370,14 +384,43 @@ bool lstm_persistent_forward_shape(int64_t B, int64_t H, PersistentForwardShape*
     s.cluster_size = static_cast<int>(H / U);
     s.smem_bytes = smem_for(U, s.rows_per_cluster, H);
     if (s.smem_bytes > static_cast<size_t>(optin)) continue;
-    if (shape_runs(s)) {
-      *shape = s;
-      return true;
-    }
+    if (shape_runs(s)) return s;
     cudaGetLastError();
   }
-  return false;
+  return std::nullopt;
 }
+
+}  // namespace
+
+bool lstm_persistent_forward_shape(int64_t B, int64_t H, PersistentForwardShape* shape) {
+  if (B < 1 || B > kMaxBatch || H < 1 || H > 16 * kMaxClusterSize) return false;
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int64_t, int64_t>, std::optional<PersistentForwardShape>>
+      known;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const auto key = std::make_tuple(device, B, H);
+  std::optional<PersistentForwardShape> found;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto it = known.find(key);
+    if (it != known.end()) {
+      if (it->second) *shape = *it->second;
+      return it->second.has_value();
+    }
+  }
+  found = find_shape(device, B, H);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    known.emplace(key, found);
+  }
+  if (found) *shape = *found;
+  return found.has_value();
+}
+
 
 cudaError_t lstm_persistent_forward(const PersistentForwardShape& shape, int64_t T, int64_t B,
                                     int64_t H, bool reverse, float* pre, const float* w_hh,
@@ -412,7 +455,9 @@ cudaError_t lstm_persistent_forward(const PersistentForwardShape& shape, int64_t
     err = cudaLaunchKernelEx(&cfg, persistent_forward_kernel<16, 8>, T, B, h, reverse, pre,
                              w_hh, h0, c0, y, cells, h_n, c_n, save_gates);
   }
-  return err != cudaSuccess ? err : cudaGetLastError();
+  // cudaPeekAtLastError: a launch error of this kernel, without taking one that an
+  // earlier, unchecked call left behind as this kernel's.
+  return err != cudaSuccess ? err : cudaPeekAtLastError();
 }
 
 }  // namespace fused_lstm::cuda

@@ -45,8 +45,9 @@ bool lstm_persistent_forward_shape(int64_t B, int64_t H, PersistentForwardShape*
 //      pre   <- activated gates i, f, g, o of every step, in place (only if save_gates).
 //      cells [T, B, H]   c of every step, or null.
 //      h_n   [B, H]      c_n [B, H]: h and c after the last step processed.
-// h_n may alias h0 and c_n may alias c0 (each element is read once before the first step
-// and written after the last one by the same thread); no other buffers may overlap.
+// h_n may alias h0 and c_n may alias c0: every CTA of a cluster reads its rows of h0 and
+// c0 before the cluster's first barrier, and one thread writes each element of h_n and c_n
+// after the last step; clusters own disjoint rows. No other buffers may overlap.
 // T == 0 or B == 0 launches nothing and returns cudaSuccess (h_n, c_n untouched). Returns
 // the launch status, not the kernel's completion; cudaErrorInvalidValue if the shape does
 // not match (B, H).

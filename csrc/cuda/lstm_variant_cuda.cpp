@@ -5,15 +5,17 @@
 // rounded back on the way out, as on the CPU.
 //
 // Off by default: fused_lstm.ops.lstm_variant calls it only under
-// FUSED_LSTM_CUDA_VARIANT_OP=1 (README, "Building with or without CUDA"); no GPU has run
-// it yet.
+// FUSED_LSTM_CUDA_VARIANT_OP=1 (README, "Building with or without CUDA"), and the op
+// itself, called directly, refuses to run here without that switch: no GPU has run it yet.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "../lstm_variant_args.h"
@@ -27,6 +29,16 @@ namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
+
+// Until a GPU has run these kernels, they run only under the switch that fused_lstm.ops
+// reads (FUSED_LSTM_CUDA_VARIANT_OP=1), also for direct calls of the op.
+void check_switch_on(const char* op) {
+  const char* value = std::getenv("FUSED_LSTM_CUDA_VARIANT_OP");
+  TORCH_CHECK(value != nullptr && std::string(value) == "1", op,
+              ": the variant op's CUDA kernels have not yet run on a GPU and are off by "
+              "default; set FUSED_LSTM_CUDA_VARIANT_OP=1 to run them (FusedLSTM's CUDA calls "
+              "with these options run the plain-PyTorch reference meanwhile)");
+}
 
 // The per-step GEMM: cuBLAS on ATen's handle for the current stream (its float32 math
 // mode follows torch.backends.cuda.matmul.allow_tf32, as at::mm's does), or ATen.
@@ -47,6 +59,7 @@ VariantForwardResult lstm_variant_forward_cuda(
     const OptTensor& recurrent_mask, const OptTensor& zoneout_h, const OptTensor& zoneout_c,
     bool need_backward) {
   constexpr const char* op = "lstm_variant_forward";
+  check_switch_on(op);
   check_batch_sizes_on_cpu(op, batch_sizes);
   check_on_one_cuda_device(op,
                            {{"x", &x}, {"h0", &h0}, {"c0", &c0},
@@ -75,6 +88,7 @@ VariantBackwardResult lstm_variant_backward_cuda(
     const OptTensor& zoneout_c, const Tensor& y, const Tensor& cells,
     const std::vector<Tensor>& saved) {
   constexpr const char* op = "lstm_variant_backward";
+  check_switch_on(op);
   check_batch_sizes_on_cpu(op, batch_sizes);
   check_on_one_cuda_device(
       op,

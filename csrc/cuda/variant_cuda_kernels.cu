@@ -373,7 +373,9 @@ __global__ void masked_accumulate_kernel(int64_t rows, int64_t cols, const T* __
 #undef FUSED_LSTM_FOR_EACH_ELEMENT
 
 // Column sums: a block of 32 columns x kSumRowThreads row lanes; lane y sums rows y,
-// y + kSumRowThreads, ... of its column in order, then the lanes' sums are added in order.
+// y + kSumRowThreads, ... of its column in order, then the lanes' sums are added in order,
+// all in double: a lane adds N / 32 rows one after another (about 2,000 at N = T * B =
+// 64K), where float32's error would grow with N.
 constexpr int kSumRowThreads = 32;
 
 template <typename T>
@@ -381,24 +383,24 @@ __global__ void __launch_bounds__(32 * kSumRowThreads)
     column_sums_kernel(int64_t rows, int64_t cols, const T* __restrict__ a,
                        const T* __restrict__ b, const T* __restrict__ stats,
                        T* __restrict__ out) {
-  __shared__ T part[kSumRowThreads][33];
+  __shared__ double part[kSumRowThreads][33];
   for (int64_t j0 = static_cast<int64_t>(blockIdx.x) * 32; j0 < cols;
        j0 += static_cast<int64_t>(gridDim.x) * 32) {
     const int64_t j = j0 + threadIdx.x;
-    T s = T(0);
+    double s = 0.0;
     if (j < cols) {
       for (int64_t r = threadIdx.y; r < rows; r += kSumRowThreads) {
         T x = T(1);
         if (b) x = stats ? (b[r * cols + j] - stats[2 * r]) * stats[2 * r + 1] : b[r * cols + j];
-        s += a[r * cols + j] * x;
+        s += static_cast<double>(a[r * cols + j]) * static_cast<double>(x);
       }
     }
     part[threadIdx.y][threadIdx.x] = s;
     __syncthreads();
     if (threadIdx.y == 0 && j < cols) {
-      T total = T(0);
+      double total = 0.0;
       for (int y = 0; y < kSumRowThreads; ++y) total += part[y][threadIdx.x];
-      out[j] = total;
+      out[j] = static_cast<T>(total);
     }
     __syncthreads();
   }

@@ -541,6 +541,8 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
         to size rather than a slice of zeros for all layers."""
         directions = 2 if self.bidirectional else 1
         if hx is not None:
+            if self.num_layers == 1:  # the whole of hx, without two slicing ops
+                return hx[0], hx[1]
             k = layer * directions
             return hx[0][k:k + directions], hx[1][k:k + directions]
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
@@ -583,7 +585,7 @@ class FusedLSTM(NNLSTMChecks, nn.Module):
             dtype = autocast[0]
             weights = [[w.to(dtype) for w in ws] for ws in weights]
             x = x.to(dtype)
-        if hx is not None:
+        if hx is not None and (hx[0].dtype != dtype or hx[1].dtype != dtype):
             hx = (hx[0].to(dtype), hx[1].to(dtype))
         on_variant_op = variants.uses_variant_op(self, return_cells)
         if on_variant_op:

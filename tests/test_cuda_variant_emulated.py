@@ -136,6 +136,22 @@ def test_emulated_cuda_op_wider_rows(emulated, H):
         assert_close(g, c, 1e-10, f"gradient {k}")
 
 
+@pytest.mark.parametrize("norm", [None, "state"], ids=["plain", "norm-state"])
+def test_emulated_cuda_op_without_bias(emulated, norm):
+    """bias=False (no bias in the row kernels, no bias column sums), against the CPU op and
+    the reference."""
+    args = variant_args(torch.float64, packed=True, proj=2, norm=norm, zoneout="rows",
+                        rmask=True, reverse=True, bias=False, seed=4)
+    assert args[5] is False  # has_bias
+    (outs, _, grads), (cpu_outs, _, cpu_grads) = run_both(emulated, args)
+    want = reference_of(args)
+    for k, (g, c, w) in enumerate(zip(outs, cpu_outs, want)):
+        assert_close(g, c, 1e-10, f"output {k}")
+        assert_close(g, w, 1e-10, f"output {k} against the reference")
+    for k, (g, c) in enumerate(zip(grads, cpu_grads)):
+        assert_close(g, c, 1e-10, f"gradient {k}")
+
+
 @pytest.mark.parametrize("norm", [None, "hidden"])
 def test_emulated_cuda_op_without_cell_gradient_and_without_saving(emulated, norm):
     """grad_cells None (cells unused), and a forward without need_backward (same outputs,

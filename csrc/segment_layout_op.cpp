@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <sstream>
+#include <string>
 #include <tuple>
 
 #include "segment_maps.h"
@@ -14,10 +15,18 @@ namespace fused_lstm {
 
 namespace {
 
+// "torch.float32" for a ScalarType, as Python names dtypes in the module's own messages.
+std::string python_dtype(at::ScalarType t) {
+  return "torch." + std::string(c10::getDtypeNames(t).first);
+}
+
 // lengths: [batch] integers -> [batch] int64 on the CPU, each checked to lie in [0, steps].
 at::Tensor checked_ends(const std::optional<at::Tensor>& lengths, int64_t steps,
                         int64_t batch) {
   if (!lengths.has_value()) return at::full({batch}, steps, at::kLong);
+  TORCH_CHECK_TYPE(at::isIntegralType(lengths->scalar_type(), /*includeBool=*/false),
+                   "lengths must be an integer tensor, got dtype ",
+                   python_dtype(lengths->scalar_type()));
   TORCH_CHECK_VALUE(lengths->dim() == 1 && lengths->size(0) == batch,
                     "lengths must hold one length per sequence: expected shape (", batch,
                     ",), got ", lengths->sizes());
@@ -33,6 +42,9 @@ at::Tensor checked_ends(const std::optional<at::Tensor>& lengths, int64_t steps,
 
 // reset: [steps, batch], bool or numbers 0 and 1 -> bool on the CPU, contiguous.
 at::Tensor checked_mask(const at::Tensor& reset, int64_t steps, int64_t batch) {
+  TORCH_CHECK_TYPE(!at::isComplexType(reset.scalar_type()),
+                   "reset must be a bool tensor or hold numbers 0 and 1, got dtype ",
+                   python_dtype(reset.scalar_type()));
   TORCH_CHECK_VALUE(reset.dim() == 2 && reset.size(0) == steps && reset.size(1) == batch,
                     "reset must be (T, B): expected shape (", steps, ", ", batch, "), got ",
                     reset.sizes());

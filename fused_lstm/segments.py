@@ -126,6 +126,8 @@ def segment_layout_reference(lengths: Optional[Tensor], reset: Optional[Tensor],
     PyTorch: the fused_lstm::segment_layout op where the compiled extension is missing, and
     what tests hold its C++ kernel (csrc/segment_maps.cpp) to."""
     if lengths is not None:
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
         ends_list = [int(v) for v in lengths.tolist()]
         _check_length_values(ends_list, steps)
     else:

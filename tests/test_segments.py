@@ -281,6 +281,20 @@ def test_segment_pad_equals_the_reference(dtype):
         torch.ops.fused_lstm.segment_pad(packed[:1], torch.tensor([45]), 9, 5)
 
 
+@pytest.mark.parametrize("layout", ["kernel", "reference"])
+def test_segment_layout_op_checks_dtypes(layout):
+    """Called directly (FusedLSTM checks these first), the layout op refuses float lengths
+    rather than truncating them, and a complex mask."""
+    op = (torch.ops.fused_lstm.segment_layout if layout == "kernel"
+          else segments.segment_layout_reference)
+    cpu = torch.device("cpu")
+    with pytest.raises(TypeError, match="integer tensor, got dtype torch.float32"):
+        op(torch.tensor([1.5]), None, 3, 1, cpu)
+    if layout == "kernel":
+        with pytest.raises(TypeError, match="got dtype torch.complex64"):
+            op(None, torch.zeros(3, 1, dtype=torch.complex64), 3, 1, cpu)
+
+
 def test_reset_float_values_are_named():
     m = FusedLSTM(3, 4)
     with pytest.raises(ValueError, match=r"hold only 0 and 1, got values \[0.5, 2.0\]"):

@@ -21,6 +21,8 @@ void check_pad_args(const at::Tensor& packed, const at::Tensor& rows, int64_t st
                   rows.size(0) == packed.size(0),
               "segment_pad: expected rows [", packed.size(0), "] of dtype int64, got ",
               rows.sizes(), " of dtype ", rows.scalar_type());
+  TORCH_CHECK(rows.device() == packed.device(), "segment_pad: expected rows on ",
+              packed.device(), " (the packed rows' device), got ", rows.device());
   TORCH_CHECK(steps >= 0 && batch >= 0, "segment_pad: expected steps and batch >= 0, got ",
               steps, " and ", batch);
 }

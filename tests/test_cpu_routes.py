@@ -3,8 +3,9 @@
 By default float32 GEMMs run on oneDNN's BRGEMM microkernel, float64 on our own tiles,
 and bfloat16 on the microkernel's AMX tiles where the CPU has them, else on our own
 tiles. The switches README names give the alternatives: the BLAS for every GEMM,
-bfloat16 in float32, and bfloat16 on our own tiles on an AMX CPU. Each must pass the
-parity, threaded-route and bfloat16 suites.
+bfloat16 in float32, bfloat16 on our own tiles on an AMX CPU, and one-step calls split
+by hidden units at every batch size or never. Each must pass the parity, threaded-route
+and bfloat16 suites.
 (The lower instruction sets, AVX2-only and none, are run by .ci/lower_isa_tests.sh over
 the whole CPU suite.)
 """
@@ -28,6 +29,9 @@ ROUTES = {
     "bf16-in-float32": {"FUSED_LSTM_CPU_BF16": "0"},
     # on CPUs with AMX, bfloat16 runs on AMX tiles by default; this is the other kernel
     "bf16-own-tiles": {"FUSED_LSTM_CPU_AMX": "0"},
+    # one-step calls: split by hidden units (tasks of 16) at every batch size, or never
+    "one-step-by-units": {"FUSED_LSTM_CPU_UNIT_STEP": "16"},
+    "one-step-aten-gemms": {"FUSED_LSTM_CPU_UNIT_STEP": "0"},
 }
 
 

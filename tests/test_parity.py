@@ -142,11 +142,15 @@ def test_long_inputs_span_several_backward_blocks(case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("B, H", [(1, 5), (8, 70), (64, 260)], ids=["B1-H5", "B8-H70", "B64-H260"])
+@pytest.mark.parametrize("B, H", [(1, 5), (8, 70), (16, 70), (24, 130), (64, 260)],
+                         ids=["B1-H5", "B8-H70", "B16-H70", "B24-H130", "B64-H260"])
 @pytest.mark.parametrize("bidir", [False, True], ids=["", "bidir"])
 def test_one_step_calls(dtype, B, H, bidir):
     """T = 1 (streaming) runs its GEMMs on the weights as they are (the plan's
-    natural_weights); two threads or more, so the larger sizes split the step."""
+    natural_weights): ATen's GEMMs at few rows, the threads splitting the hidden units in
+    tasks of 64 (the last one short here) from 12 rows on (the plan's step_unit_chunk;
+    tests/test_cpu_routes.py forces either way); two threads or more, so the larger
+    sizes split the step."""
     with at_least_two_threads():
         ref, fused = make_pair(dtype, seed=15, input_size=9, hidden_size=H, num_layers=2,
                                bidirectional=bidir)
@@ -186,7 +190,8 @@ def test_streaming_one_step_at_a_time_equals_one_call():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)],
                          ids=["f16", "bf16"])
-def test_one_step_calls_in_16_bits(dtype, tol):
+@pytest.mark.parametrize("B", [8, 16])
+def test_one_step_calls_in_16_bits(dtype, tol, B):
     """16-bit one-step calls computed in float32 (float16 always; bfloat16 where its GEMM
     operands are not bfloat16, or on its own route) against float64 nn.LSTM on the same
     (rounded) weights and inputs."""
@@ -197,8 +202,8 @@ def test_one_step_calls_in_16_bits(dtype, tol):
     fused.load_state_dict(ref.state_dict())
     fused.to(dtype)
     ref.load_state_dict({k: v.double() for k, v in fused.state_dict().items()})
-    x = torch.randn(1, 8, 9).to(dtype)
-    hx = tuple(torch.randn(2, 8, 70).to(dtype) for _ in range(2))
+    x = torch.randn(1, B, 9).to(dtype)
+    hx = tuple(torch.randn(2, B, 70).to(dtype) for _ in range(2))
     got = fused(x, hx)
     want = ref(x.double(), tuple(t.double() for t in hx))
     for a, b in ((got[0], want[0]), (got[1][0], want[1][0]), (got[1][1], want[1][1])):

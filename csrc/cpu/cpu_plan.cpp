@@ -56,6 +56,26 @@ int64_t step_row_grain(const LayerArgs& a) {
   return std::max<int64_t>(1, Tuning::kMinParallelStepCells / std::max<int64_t>(a.H, 1));
 }
 
+// The one-step route by hidden units (the threads split the units, our GEMMs take the
+// weights as their A operand), where it measured faster than ATen's GEMMs on the weights
+// as they are: from kMinRowsForUnitStep batch rows, or kMinRowsForUnitStepLarge where the
+// weights are large (fewer rows: ATen's GEMMs stream the weights faster); up to
+// kMaxRowsForUnitStep rows, except float on AVX-512 (past that ATen's GEMMs win on AVX2
+// and with float64). Never where the BLAS serves our GEMMs. Its units per task, or 0.
+int64_t step_unit_chunk(const LayerArgs& a, at::ScalarType dtype) {
+  const Tuning& t = tuning();
+  if (t.step_unit_chunk >= 0) return t.step_unit_chunk;
+  const bool f64 = dtype == at::kDouble;
+  if ((f64 ? t.f64_gemm : t.f32_gemm) == GemmKernel::kBlas) return 0;
+  const int64_t weight_bytes = (f64 ? 8 : 4) * 4 * a.H * (a.I + a.Hout);
+  const int64_t min_rows = weight_bytes > Tuning::kLargeStepWeightBytes
+                               ? Tuning::kMinRowsForUnitStepLarge
+                               : Tuning::kMinRowsForUnitStep;
+  const bool no_max = !f64 && t.isa == VectorIsa::kAvx512;
+  const bool rows_in = a.B >= min_rows && (no_max || a.B <= Tuning::kMaxRowsForUnitStep);
+  return rows_in ? Tuning::kStepUnitChunk : 0;
+}
+
 }  // namespace
 
 ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype) {
@@ -67,7 +87,7 @@ ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype) {
       natural ? LoopSplit{}
               : loop_split(a, Tuning::kMinParallelForwardStepMacs, operand_bytes(dtype, bf16));
   return {bf16, a.B >= Tuning::kMinRowsForStepInput && !natural, natural, split,
-          step_row_grain(a)};
+          step_row_grain(a), natural ? step_unit_chunk(a, dtype) : 0};
 }
 
 BackwardPlan plan_backward(const LayerArgs& a, at::ScalarType dtype) {

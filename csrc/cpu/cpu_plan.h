@@ -34,11 +34,14 @@ struct ForwardPlan {
                         // buffer in the compute dtype)
   bool input_per_step;  // x @ w_ih^T step by step inside the loop (else one GEMM over all
                         // steps before it)
-  bool natural_weights; // one step: its GEMMs on the weights as they are (ATen's GEMM),
-                        // with no blocked copy of them, and the pointwise pass on gates
-                        // in nn.LSTM's order
+  bool natural_weights; // one step: its GEMMs on the weights as they are (ATen's GEMMs,
+                        // or ours by units: step_unit_chunk), with no blocked copy of
+                        // them, and the pointwise pass on gates in nn.LSTM's order
   LoopSplit split;
   int64_t step_row_grain;  // one step: rows of the pointwise pass per thread's share
+  int64_t step_unit_chunk; // one step with many rows: hidden units per task of the threads'
+                           // split of the step (GEMMs with the weights as the A operand,
+                           // then the pointwise pass); 0: ATen's GEMMs, then the pass by rows
 };
 
 struct BackwardPlan {

@@ -87,6 +87,8 @@ Tuning choose() {
   k.bf16_gemm = k.isa == VectorIsa::kAvx512 && cap.bf16 && cpu.avx512_bf16 && !bf16_off;
   // AMX: several times the vdpbf16ps rate (benchmarks/NOTES.md, "bfloat16 on AMX tiles").
   k.bf16_amx = k.bf16_gemm && cap.amx && cpu.amx_tile && env_upper("FUSED_LSTM_CPU_AMX") != "0";
+  const std::string unit_step = env_upper("FUSED_LSTM_CPU_UNIT_STEP");
+  k.step_unit_chunk = unit_step.empty() ? -1 : std::max(0LL, std::atoll(unit_step.c_str()));
   return k;
 }
 

@@ -18,6 +18,8 @@
 //   FUSED_LSTM_CPU_GEMM=blas  every float32 and float64 GEMM through the BLAS libtorch links;
 //   FUSED_LSTM_CPU_BF16=0     bfloat16 layers in float32 instead of on AVX512_BF16;
 //   FUSED_LSTM_CPU_AMX=0      bfloat16 GEMMs on our AVX512_BF16 tiles instead of AMX tiles.
+// and one forces a route: FUSED_LSTM_CPU_UNIT_STEP=u  one-step calls split by hidden units in
+// tasks of u units whatever their rows (0: never split so).
 //
 // Which of these a call uses is decided from its sizes in cpu_plan.cpp.
 #pragma once
@@ -50,6 +52,7 @@ struct Tuning {
                             // AVX512_BF16 tiles
   bool cpu_has_avx512_bf16; // what the CPU itself offers, whatever the caps say
   bool cpu_has_amx;         // AMX tiles
+  int64_t step_unit_chunk;  // FUSED_LSTM_CPU_UNIT_STEP, or -1 (unset: cpu_plan.cpp decides)
 
   // ---- the layer's routes (cpu_plan.cpp) ----
   // Batch rows from which the input projection runs step by step inside the time loop
@@ -81,6 +84,15 @@ struct Tuning {
   // Their pointwise passes are shared out to the threads by rows from this many cells
   // (rows x H) on.
   static constexpr int64_t kMinParallelStepCells = 4 * 1024;
+  // Such a step with kMinRowsForUnitStep to kMaxRowsForUnitStep batch rows (from
+  // kMinRowsForUnitStepLarge where the two weights take more than kLargeStepWeightBytes;
+  // no maximum for float on AVX-512) is split by hidden units, in tasks of kStepUnitChunk
+  // units, the GEMMs taking the weights as their A operand (cpu_plan.cpp, step_unit_chunk).
+  static constexpr int64_t kMinRowsForUnitStep = 12;
+  static constexpr int64_t kMinRowsForUnitStepLarge = 4;
+  static constexpr int64_t kMaxRowsForUnitStep = 32;
+  static constexpr int64_t kLargeStepWeightBytes = 4 << 20;
+  static constexpr int64_t kStepUnitChunk = 64;
 
   // ---- GEMMs and copies ----
   // GEMMs below this many multiply-adds run on the calling thread.

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -164,11 +165,62 @@ DirectionForward forward_impl(
   return {y.to(dt), h_n.to(dt), c.to(dt), gates, cells};
 }
 
+// The one step's GEMMs and pointwise pass with the threads splitting the hidden units
+// (the plan's step_unit_chunk > 0, many batch rows): for each chunk of u units, the
+// gates of those units for every row, G_u^T [4, u, B] = W_u [4u, K] @ [x; h0]^T [K, B],
+// with the weights as they are as the A operand of our GEMM (rows g H + j of w_ih and
+// w_hh, nothing copied), then transposed to rows [B, 4u] for the variant op's pointwise
+// pass with no option on, the same pass (and bits) as the other one-step route, over u
+// units. One parallel region for the whole step. x [B, I], h0 [B, H], w_ih [4H, I],
+// w_hh [4H, H]; st: the pass's pointers for all H units (gates unset); gates_out: null,
+// or [B, 4H] <- activated gates, nn.LSTM's order.
+template <typename T>
+void one_step_by_units(const LayerArgs& a, int64_t chunk, const T* x, const T* h0,
+                       const T* w_ih, const T* w_hh, const VariantForwardStep<T>& st,
+                       T* gates_out) {
+  const int64_t B = a.B, H = a.H, I = a.I, G = 4 * H;
+  const auto& vk = vector_kernels<T>();
+  const std::unique_ptr<T[]> xh_t(new T[(I + H) * B]);  // [I + H, B]: x^T over h0^T
+  vk.transpose(x, I, xh_t.get(), B, B, I);
+  vk.transpose(h0, H, xh_t.get() + I * B, B, B, H);
+  const int64_t chunks = (H + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t q0, int64_t q1) {
+    // scratch, uninitialised: G_u^T [4, u, B], its rows [B, 4u], the bias of the units [4u]
+    const std::unique_ptr<T[]> gt(new T[4 * chunk * B]), rows(new T[B * 4 * chunk]),
+        bias(new T[4 * chunk]);
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t j0 = q * chunk, u = std::min(chunk, H - j0);
+      for (int64_t g = 0; g < 4; ++g) {  // G_u^T [4, u, B]
+        T* out = gt.get() + g * u * B;
+        gemm_nn<T>(u, B, I, w_ih + (g * H + j0) * I, I, xh_t.get(), B, out, B, false);
+        gemm_nn<T>(u, B, H, w_hh + (g * H + j0) * H, H, xh_t.get() + I * B, B, out, B, true);
+        if (st.bias) std::copy(st.bias + g * H + j0, st.bias + g * H + j0 + u, bias.get() + g * u);
+      }
+      vk.transpose(gt.get(), B, rows.get(), 4 * u, 4 * u, B);  // [B, 4u]
+      VariantForwardStep<T> s = st;
+      s.gates = rows.get();
+      s.gates_ld = 4 * u;
+      s.bias = st.bias ? bias.get() : nullptr;
+      s.c_prev += j0;
+      s.cand += j0;
+      s.c_out += j0;
+      s.h += j0;
+      vk.variant_forward(s, B, u);
+      if (gates_out) {
+        for (int64_t r = 0; r < B; ++r)
+          for (int64_t g = 0; g < 4; ++g)
+            std::copy_n(rows.get() + r * 4 * u + g * u, u, gates_out + r * G + g * H + j0);
+      }
+    }
+  });
+}
+
 // One step (the plan's natural_weights), all in nn.LSTM's gate order: gates = x @ w_ih^T +
-// h0 @ w_hh^T through ATen's GEMM on the weights as they are (a blocked copy of them costs
-// more than the GEMMs, which read each weight once), then the variant op's pointwise pass
-// with no option on, which reads gates in that order (the same gate math as the blocked
-// pass, so the same bits). Saved for backward_one_step: the activated gates [B, 4H] in
+// h0 @ w_hh^T on the weights as they are (a blocked copy of them costs more than the GEMMs,
+// which read each weight once), then the variant op's pointwise pass with no option on,
+// which reads gates in that order (the same gate math as the blocked pass, so the same
+// bits). At few rows ATen's GEMMs, then the pass split by rows; with many, the threads
+// split the hidden units (one_step_by_units). Saved for backward_one_step: the activated gates [B, 4H] in
 // nn.LSTM's order and c [B, H]. No projection. x [1, B, I] (or packed [B, I]); h0 [B, Hout];
 // c0 [B, H].
 template <typename T>
@@ -180,9 +232,9 @@ DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, c
   const auto dt = x.scalar_type();
   const auto ct = c10::CppTypeToScalarType<T>::value;
   const int64_t G = 4 * a.H;
-  const Tensor h0_c = as_compute(h0, ct);
-  Tensor gates = at::mm(as_compute(x, ct).view({a.B, a.I}), as_compute(w_ih, ct).t());  // [B, 4H]
-  gates.addmm_(h0_c, as_compute(w_hh, ct).t());
+  const Tensor x_c = as_compute(x, ct).view({a.B, a.I});  // [B, I]
+  const Tensor h0_c = as_compute(h0, ct);                  // [B, H]
+  const Tensor w_ih_c = as_compute(w_ih, ct), w_hh_c = as_compute(w_hh, ct);  // [4H, I], [4H, H]
   const Tensor bias = a.has_bias ? as_compute(*b_ih, ct) + as_compute(*b_hh, ct) : Tensor();  // [4H]
   const Tensor c0_c = as_compute(c0, ct);
   Tensor c = at::empty({a.B, a.H}, c0_c.options());  // [B, H], becomes c_n
@@ -190,7 +242,7 @@ DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, c
   // not alias one another (else c itself)
   Tensor cells = need_backward ? at::empty({a.B, a.H}, c0_c.options()) : c;
   Tensor y = at::empty({a.B, a.H}, c0_c.options());  // [B, H]: the step's h
-  VariantForwardStep<T> st{gates.data_ptr<T>(), G, ptr_or_null<T>(bias),
+  VariantForwardStep<T> st{nullptr, G, ptr_or_null<T>(bias),
                            c0_c.data_ptr<T>(), a.H,
                            nullptr, 0,
                            nullptr, nullptr, T(0), false,
@@ -198,18 +250,29 @@ DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, c
                            nullptr,
                            c.data_ptr<T>(), a.H,
                            y.data_ptr<T>(), a.H};
-  at::parallel_for(0, a.B, plan.step_row_grain, [&](int64_t r0, int64_t r1) {
-    VariantForwardStep<T> rows = st;
-    rows.gates += r0 * G;
-    rows.c_prev += r0 * a.H;
-    rows.cand += r0 * a.H;
-    rows.c_out += r0 * a.H;
-    rows.h += r0 * a.H;
-    vector_kernels<T>().variant_forward(rows, r1 - r0, a.H);
-  });
+  Tensor gates;  // [B, 4H] activated, nn.LSTM's order (kept for backward)
+  if (plan.step_unit_chunk > 0) {
+    gates = need_backward ? at::empty({a.B, G}, c0_c.options()) : Tensor();
+    one_step_by_units<T>(a, plan.step_unit_chunk, x_c.data_ptr<T>(), h0_c.data_ptr<T>(),
+                         w_ih_c.data_ptr<T>(), w_hh_c.data_ptr<T>(), st,
+                         need_backward ? gates.data_ptr<T>() : nullptr);
+  } else {
+    gates = at::mm(x_c, w_ih_c.t());  // [B, 4H]
+    gates.addmm_(h0_c, w_hh_c.t());
+    st.gates = gates.data_ptr<T>();
+    at::parallel_for(0, a.B, plan.step_row_grain, [&](int64_t r0, int64_t r1) {
+      VariantForwardStep<T> rows = st;
+      rows.gates += r0 * G;
+      rows.c_prev += r0 * a.H;
+      rows.cand += r0 * a.H;
+      rows.c_out += r0 * a.H;
+      rows.h += r0 * a.H;
+      vector_kernels<T>().variant_forward(rows, r1 - r0, a.H);
+    });
+  }
   const Tensor h_n = y.to(dt, /*non_blocking=*/false, /*copy=*/true);  // [B, H]
   return {(a.packed ? y : y.view({1, a.B, a.H})).to(dt), h_n, c.to(dt),
-          need_backward ? gates : at::empty({0, G}, gates.options()),
+          need_backward ? gates : at::empty({0, G}, c.options()),
           need_backward ? cells : at::empty({0, a.H}, c.options())};
 }
 

@@ -60,8 +60,8 @@ int64_t step_row_grain(const LayerArgs& a) {
 // weights as their A operand), where it measured faster than ATen's GEMMs on the weights
 // as they are: from kMinRowsForUnitStep batch rows, or kMinRowsForUnitStepLarge where the
 // weights are large (fewer rows: ATen's GEMMs stream the weights faster); up to
-// kMaxRowsForUnitStep rows, except float on AVX-512 (past that ATen's GEMMs win on AVX2
-// and with float64). Never where the BLAS serves our GEMMs. Its units per task, or 0.
+// kMaxRowsForUnitStep rows, kMaxRowsForUnitStepAvx512 for float on AVX-512 (past them
+// ATen's GEMMs win). Never where the BLAS serves our GEMMs. Its units per task, or 0.
 int64_t step_unit_chunk(const LayerArgs& a, at::ScalarType dtype) {
   const Tuning& t = tuning();
   if (t.step_unit_chunk >= 0) return t.step_unit_chunk;
@@ -71,8 +71,9 @@ int64_t step_unit_chunk(const LayerArgs& a, at::ScalarType dtype) {
   const int64_t min_rows = weight_bytes > Tuning::kLargeStepWeightBytes
                                ? Tuning::kMinRowsForUnitStepLarge
                                : Tuning::kMinRowsForUnitStep;
-  const bool no_max = !f64 && t.isa == VectorIsa::kAvx512;
-  const bool rows_in = a.B >= min_rows && (no_max || a.B <= Tuning::kMaxRowsForUnitStep);
+  const int64_t max_rows = !f64 && t.isa == VectorIsa::kAvx512 ? Tuning::kMaxRowsForUnitStepAvx512
+                                                               : Tuning::kMaxRowsForUnitStep;
+  const bool rows_in = a.B >= min_rows && a.B <= max_rows;
   return rows_in ? Tuning::kStepUnitChunk : 0;
 }
 

@@ -86,11 +86,13 @@ struct Tuning {
   static constexpr int64_t kMinParallelStepCells = 4 * 1024;
   // Such a step with kMinRowsForUnitStep to kMaxRowsForUnitStep batch rows (from
   // kMinRowsForUnitStepLarge where the two weights take more than kLargeStepWeightBytes;
-  // no maximum for float on AVX-512) is split by hidden units, in tasks of kStepUnitChunk
-  // units, the GEMMs taking the weights as their A operand (cpu_plan.cpp, step_unit_chunk).
+  // up to kMaxRowsForUnitStepAvx512 for float on AVX-512) is split by hidden units, in
+  // tasks of kStepUnitChunk units, the GEMMs taking the weights as their A operand
+  // (cpu_plan.cpp, step_unit_chunk).
   static constexpr int64_t kMinRowsForUnitStep = 12;
   static constexpr int64_t kMinRowsForUnitStepLarge = 4;
   static constexpr int64_t kMaxRowsForUnitStep = 32;
+  static constexpr int64_t kMaxRowsForUnitStepAvx512 = 64;
   static constexpr int64_t kLargeStepWeightBytes = 4 << 20;
   static constexpr int64_t kStepUnitChunk = 64;
 

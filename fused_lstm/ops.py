@@ -208,8 +208,23 @@ def lstm_layer(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tensor,
     tensors = (x, h0, c0, *weights)
     if not _extension.extension_loaded() or _transform_needs_reference(tensors):
         return lstm_layers_reference(*args)
+    if _plain_inference():
+        # What the Autograd kernel would do with grad mode off, without the call into it
+        # (a Python function the dispatcher calls: about 5 us a call, benchmarks/NOTES.md row 57).
+        with torch._C._AutoDispatchBelowAutograd():
+            y, h_n, c_n, _ = _FORWARD(*args, False)
+        return y, h_n, c_n
     y, h_n, c_n, _ = torch.ops.fused_lstm.lstm_layer_forward(*args, _need_backward(tensors))
     return y, h_n, c_n
+
+
+def _plain_inference() -> bool:
+    """Whether this call can go below the layer op's Autograd kernel: grad mode is off (so
+    that kernel would only pass the call on), and nothing traces or transforms it
+    (torch.compile and torch.export, torch.jit.trace, functorch's vmap) that should see
+    the op's call as made."""
+    return (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and torch._C._functorch.maybe_current_level() is None)
 
 
 # ---- the variant op: one direction of one layer with the options beyond nn.LSTM ----
@@ -349,7 +364,12 @@ def lstm_variant(x: Tensor, batch_sizes: Optional[Tensor], h0: Tensor, c0: Tenso
         w = split_layer_weights(weights, has_bias, has_proj, 1)[0]
         return lstm_variant_reference(x, batch_sizes, h0, c0, *w, reverse, norm, norm_eps,
                                       norm_state, recurrent_mask, zoneout_h, zoneout_c)
-    y, h_n, c_n, cells, _ = torch.ops.fused_lstm.lstm_variant_forward(
-        x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm, norm_eps,
-        norm_state, recurrent_mask, zoneout_h, zoneout_c, _need_backward(tensors))
+    args = (x, batch_sizes, h0, c0, weights, has_bias, has_proj, reverse, norm, norm_eps,
+            norm_state, recurrent_mask, zoneout_h, zoneout_c)
+    if _plain_inference():  # as lstm_layer
+        with torch._C._AutoDispatchBelowAutograd():
+            y, h_n, c_n, cells, _ = torch.ops.fused_lstm.lstm_variant_forward.default(*args, False)
+        return y, h_n, c_n, cells
+    y, h_n, c_n, cells, _ = torch.ops.fused_lstm.lstm_variant_forward(*args,
+                                                                       _need_backward(tensors))
     return y, h_n, c_n, cells

@@ -242,3 +242,28 @@ def test_gradcheck_module_float64(routed_device, case):
         return (y.data if packed else y), h, c
 
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+
+
+@pytest.mark.parametrize("options", [{}, {"layer_norm": True, "zoneout": 0.2}],
+                         ids=["layer-op", "variant-op"])
+@pytest.mark.parametrize("grad_off", ["no_grad", "inference_mode"])
+def test_calls_with_grad_off_equal_calls_with_grad(options, grad_off):
+    """With grad mode off the module calls the ops below their Autograd kernels
+    (fused_lstm/ops.py, _plain_inference): the same bits as a call that records a graph,
+    and nothing recorded."""
+    torch.manual_seed(31)
+    m = FusedLSTM(6, 20, num_layers=2, bidirectional=True, **options).eval()
+    x = torch.randn(7, 3, 6)
+    hx = (torch.randn(4, 3, 20), torch.randn(4, 3, 20))
+    y, (h, c) = m(x, hx)
+    assert y.grad_fn is not None
+    with getattr(torch, grad_off)():
+        y0, (h0, c0) = m(x, hx)
+        y1, (h1, c1) = m.step(x[0], hx)
+    for t in (y0, h0, c0, y1, h1, c1):
+        assert t.grad_fn is None and not t.requires_grad
+    for a, b in ((y0, y), (h0, h), (c0, c)):
+        assert torch.equal(a, b.detach())
+    y_step, (h_step, c_step) = m(x[:1], hx)
+    assert torch.equal(y1, y_step[0].detach()) and torch.equal(h1, h_step.detach())
+    assert torch.equal(c1, c_step.detach())

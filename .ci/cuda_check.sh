@@ -8,7 +8,8 @@
 #                                     # per-step timing); the variant op's CUDA kernels
 #                                     # (tests, then the variants benchmark with them on)
 #   bash .ci/cuda_check.sh OUT rest   # the rest of test_cuda.py, then the GPU benchmark
-#   bash .ci/cuda_check.sh OUT more   # the CUDA cases of the other test files (~800)
+#   bash .ci/cuda_check.sh OUT more   # the CUDA cases of the other test files (~800), then
+#                                     # the segments benchmark (lengths=, reset=, one step)
 #   bash .ci/cuda_check.sh OUT        # all three, one after the other
 #
 # The build is kept in place between the parts (setup.py build_ext --inplace; a later
@@ -104,7 +105,10 @@ if [ "$part" = "more" ] || [ "$part" = "all" ]; then
   # About 800 CUDA cases of the CPU-side test files (parity, gradchecks, edges, segments):
   # what ran on the GPU before, again.
   stage "CUDA variants of the other test files"
-  pytest_run 500 tests -k cuda --ignore=tests/test_cuda.py --ignore=tests/test_variants.py
+  pytest_run 420 tests -k cuda --ignore=tests/test_cuda.py --ignore=tests/test_variants.py
+  # lengths=, reset= and one-step calls against the ways users run them today, on the GPU
+  stage "segments benchmark (lengths=, reset=, one-step calls)"
+  run 100 "$python" -m fused_lstm.bench.segments --device cuda --reps 5
 fi
 stage "done (status $status)"
 tail -n 4 "$out/log.txt"

@@ -107,3 +107,20 @@ def test_amx_route_and_its_caps():
     for env in [("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16"), ("FUSED_LSTM_CPU_AMX", "0")]:
         got = kernels_under((env,))
         assert "bfloat16 GEMMs: own AVX512_BF16 tiles" in got, (env, got)
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "99999999999", "1.5"])
+def test_a_unit_step_switch_not_understood_is_named_and_ignored(value):
+    """FUSED_LSTM_CPU_UNIT_STEP takes a whole number of units; anything else warns, naming
+    the value, and leaves the plan's choice (a one-step call still runs, and right)."""
+    code = ("import torch, fused_lstm\n"
+            "m = fused_lstm.FusedLSTM(5, 20); ref = m.to_lstm()\n"
+            "x = torch.randn(1, 16, 5)\n"
+            "torch.testing.assert_close(m(x)[0], ref(x)[0], rtol=1e-5, atol=1e-6)\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code],
+                          env=dict(os.environ, FUSED_LSTM_CPU_UNIT_STEP=value),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+    assert "FUSED_LSTM_CPU_UNIT_STEP must be a whole number" in done.stderr
+    assert f"got '{value}'" in done.stderr

@@ -73,8 +73,12 @@ int64_t step_unit_chunk(const LayerArgs& a, at::ScalarType dtype) {
                                : Tuning::kMinRowsForUnitStep;
   const int64_t max_rows = !f64 && t.isa == VectorIsa::kAvx512 ? Tuning::kMaxRowsForUnitStepAvx512
                                                                : Tuning::kMaxRowsForUnitStep;
-  const bool rows_in = a.B >= min_rows && a.B <= max_rows;
-  return rows_in ? Tuning::kStepUnitChunk : 0;
+  if (a.B < min_rows || a.B > max_rows) return 0;
+  // Tasks of kStepUnitChunk units, smaller where H would leave a thread without one
+  // (whole vectors of 16 units).
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t per_thread = (a.H + threads - 1) / threads;
+  return std::clamp<int64_t>((per_thread + 15) / 16 * 16, 16, Tuning::kStepUnitChunk);
 }
 
 }  // namespace
@@ -82,8 +86,8 @@ int64_t step_unit_chunk(const LayerArgs& a, at::ScalarType dtype) {
 ForwardPlan plan_forward(const LayerArgs& a, at::ScalarType dtype) {
   const bool bf16 = bf16_operands(a, dtype);
   const bool natural = natural_weights(a, bf16);
-  // On the one-step route ATen's GEMMs (threaded inside) come first, and there is no loop;
-  // the pointwise pass of the step is shared out by step_row_grain.
+  // The one-step route has no loop: ATen's GEMMs (threaded inside), then the pointwise
+  // pass shared out by step_row_grain; or one parallel region by units (step_unit_chunk).
   const LoopSplit split =
       natural ? LoopSplit{}
               : loop_split(a, Tuning::kMinParallelForwardStepMacs, operand_bytes(dtype, bf16));

@@ -1,6 +1,7 @@
 #include "cpu_tuning.h"
 
 #include <ATen/Version.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cctype>
@@ -23,6 +24,21 @@ std::string env_upper(const char* name) {
 }
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+// A count from 0 to 2^20 in the environment variable `name`, or -1 where it is unset or
+// anything else (with a warning: a switch that is not understood changes nothing).
+int64_t env_count(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return -1;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || n < 0 || n > (1 << 20)) {
+    TORCH_WARN("fused_lstm: ", name, " must be a whole number from 0 to ", 1 << 20, ", got '", v,
+               "'; ignored");
+    return -1;
+  }
+  return n;
+}
 
 // ATen's verdict: the CPU's level, capped by ATEN_CPU_CAPABILITY.
 VectorIsa aten_isa() {
@@ -87,8 +103,7 @@ Tuning choose() {
   k.bf16_gemm = k.isa == VectorIsa::kAvx512 && cap.bf16 && cpu.avx512_bf16 && !bf16_off;
   // AMX: several times the vdpbf16ps rate (benchmarks/NOTES.md, "bfloat16 on AMX tiles").
   k.bf16_amx = k.bf16_gemm && cap.amx && cpu.amx_tile && env_upper("FUSED_LSTM_CPU_AMX") != "0";
-  const std::string unit_step = env_upper("FUSED_LSTM_CPU_UNIT_STEP");
-  k.step_unit_chunk = unit_step.empty() ? -1 : std::max(0LL, std::atoll(unit_step.c_str()));
+  k.step_unit_chunk = env_count("FUSED_LSTM_CPU_UNIT_STEP");
   return k;
 }
 

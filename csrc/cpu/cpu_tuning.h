@@ -19,7 +19,7 @@
 //   FUSED_LSTM_CPU_BF16=0     bfloat16 layers in float32 instead of on AVX512_BF16;
 //   FUSED_LSTM_CPU_AMX=0      bfloat16 GEMMs on our AVX512_BF16 tiles instead of AMX tiles.
 // and one forces a route: FUSED_LSTM_CPU_UNIT_STEP=u  one-step calls split by hidden units in
-// tasks of u units whatever their rows (0: never split so).
+// tasks of u units (at most H) whatever their rows and GEMM kernels (0: never split so).
 //
 // Which of these a call uses is decided from its sizes in cpu_plan.cpp.
 #pragma once

@@ -170,8 +170,9 @@ DirectionForward forward_impl(
 // gates of those units for every row, G_u^T [4, u, B] = W_u [4u, K] @ [x; h0]^T [K, B],
 // with the weights as they are as the A operand of our GEMM (rows g H + j of w_ih and
 // w_hh, nothing copied), then transposed to rows [B, 4u] for the variant op's pointwise
-// pass with no option on, the same pass (and bits) as the other one-step route, over u
-// units. One parallel region for the whole step. x [B, I], h0 [B, H], w_ih [4H, I],
+// pass with no option on, the same pass as the other one-step route (the same bits from
+// the same gate pre-activations; the GEMMs round differently), over u units. One parallel
+// region for the whole step. x [B, I], h0 [B, H], w_ih [4H, I],
 // w_hh [4H, H]; st: the pass's pointers for all H units (gates unset); gates_out: null,
 // or [B, 4H] <- activated gates, nn.LSTM's order.
 template <typename T>
@@ -179,6 +180,7 @@ void one_step_by_units(const LayerArgs& a, int64_t chunk, const T* x, const T* h
                        const T* w_ih, const T* w_hh, const VariantForwardStep<T>& st,
                        T* gates_out) {
   const int64_t B = a.B, H = a.H, I = a.I, G = 4 * H;
+  chunk = std::min(chunk, std::max<int64_t>(H, 1));
   const auto& vk = vector_kernels<T>();
   const std::unique_ptr<T[]> xh_t(new T[(I + H) * B]);  // [I + H, B]: x^T over h0^T
   vk.transpose(x, I, xh_t.get(), B, B, I);

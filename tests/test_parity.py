@@ -148,9 +148,9 @@ def test_long_inputs_span_several_backward_blocks(case):
 def test_one_step_calls(dtype, B, H, bidir):
     """T = 1 (streaming) runs its GEMMs on the weights as they are (the plan's
     natural_weights): ATen's GEMMs at few rows, the threads splitting the hidden units in
-    tasks of 64 (the last one short here) from 12 rows on (the plan's step_unit_chunk;
-    tests/test_cpu_routes.py forces either way); two threads or more, so the larger
-    sizes split the step."""
+    tasks of at most 64 (whole vectors of 16; the last one short here) from 12 rows on
+    (the plan's step_unit_chunk; tests/test_cpu_routes.py forces either way); two threads
+    or more, so the larger sizes split the step."""
     with at_least_two_threads():
         ref, fused = make_pair(dtype, seed=15, input_size=9, hidden_size=H, num_layers=2,
                                bidirectional=bidir)

@@ -172,9 +172,9 @@ DirectionForward forward_impl(
 // w_hh, nothing copied), then transposed to rows [B, 4u] for the variant op's pointwise
 // pass with no option on, the same pass as the other one-step route (the same bits from
 // the same gate pre-activations; the GEMMs round differently), over u units. One parallel
-// region for the whole step. x [B, I], h0 [B, H], w_ih [4H, I],
-// w_hh [4H, H]; st: the pass's pointers for all H units (gates unset); gates_out: null,
-// or [B, 4H] <- activated gates, nn.LSTM's order.
+// region for the whole step. x [B, I], h0 [B, H], w_ih [4H, I], w_hh [4H, H]; chunk: units
+// per task (cut to H); st: the pass's pointers for all H units (gates unset); gates_out:
+// null, or [B, 4H] <- activated gates, nn.LSTM's order.
 template <typename T>
 void one_step_by_units(const LayerArgs& a, int64_t chunk, const T* x, const T* h0,
                        const T* w_ih, const T* w_hh, const VariantForwardStep<T>& st,
@@ -222,9 +222,9 @@ void one_step_by_units(const LayerArgs& a, int64_t chunk, const T* x, const T* h
 // which read each weight once), then the variant op's pointwise pass with no option on,
 // which reads gates in that order (the same gate math as the blocked pass, so the same
 // bits). At few rows ATen's GEMMs, then the pass split by rows; with many, the threads
-// split the hidden units (one_step_by_units). Saved for backward_one_step: the activated gates [B, 4H] in
-// nn.LSTM's order and c [B, H]. No projection. x [1, B, I] (or packed [B, I]); h0 [B, Hout];
-// c0 [B, H].
+// split the hidden units (one_step_by_units). Saved for backward_one_step: the activated
+// gates [B, 4H] in nn.LSTM's order and c [B, H]. No projection. x [1, B, I] (or packed
+// [B, I]); h0 [B, Hout]; c0 [B, H].
 template <typename T>
 DirectionForward forward_one_step(const LayerArgs& a, const ForwardPlan& plan, const Tensor& x,
                                   const Tensor& h0, const Tensor& c0, const Tensor& w_ih,

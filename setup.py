@@ -46,6 +46,29 @@ def want_cuda():
     return True
 
 
+def cublas_library():
+    """The libcublas the CUDA kernels link: the one libtorch_cuda loads (torch's nvidia
+    wheel packages, e.g. site-packages/nvidia/cu13/lib), else the toolkit's. Linked by
+    path, so the extension names its soname (libcublas.so.13), which the import finds
+    already loaded by libtorch_cuda."""
+    major = (torch.version.cuda or "").split(".")[0]
+    names = [f"libcublas.so.{major}", "libcublas.so"] if major else ["libcublas.so"]
+    folders = []
+    for site in sys.path:
+        folders += sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))
+    if CUDA_HOME:
+        folders += [os.path.join(CUDA_HOME, "lib64"), os.path.join(CUDA_HOME, "lib")]
+        folders += sorted(glob.glob(os.path.join(CUDA_HOME, "targets", "*", "lib")))
+    for name in names:
+        for folder in folders:
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                return path
+    sys.exit(f"fused_lstm: no {' or '.join(names)} found (looked in torch's nvidia packages "
+             f"and CUDA_HOME={CUDA_HOME}); the CUDA kernels link cuBLAS. Install the CUDA "
+             "toolkit's cuBLAS or build without CUDA (FUSED_LSTM_FORCE_CUDA=0)")
+
+
 def sources(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
@@ -62,12 +85,14 @@ def extension():
                             extra_link_args=link)
     srcs += sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu")
     nvcc = ["-O3", "-std=c++17", "-lineinfo"]
+    cublas = cublas_library()
+    print(f"fused_lstm: linking cuBLAS {cublas}")
     return CUDAExtension(
         "fused_lstm._C",
         srcs,
         define_macros=[("FUSED_LSTM_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-        extra_link_args=link,
+        extra_link_args=link + [cublas, "-Wl,-rpath," + os.path.dirname(cublas)],
     )
 
 

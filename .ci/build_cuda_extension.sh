@@ -2,8 +2,10 @@
 # Builds, links and imports the whole CUDA extension (kernels and binding) on a machine
 # without a GPU: in a venv of its own, against a CUDA build of torch (2.14.1, CUDA 13;
 # FUSED_LSTM_CUDA_TORCH overrides the requirement), with cuBLAS's headers from that
-# torch's nvidia packages. Nothing runs on a GPU here; this catches what a GPU machine's
-# build would hit (the binding against ATen's CUDA headers, the link, missing symbols).
+# torch's nvidia packages and its libcublas linked (setup.py). Nothing runs on a GPU here;
+# this catches what a GPU machine's build would hit (the binding against ATen's CUDA
+# headers, the link, missing symbols). First, the torch-free host code that calls cuBLAS
+# is compiled with warnings as errors against those headers (compile_cuda.sh --host).
 #
 # Skipped, with the reason, where that torch cannot be installed or nvcc is missing.
 # The build goes to a scratch folder: the checkout's own fused_lstm/_C*.so is untouched.
@@ -45,6 +47,8 @@ site="$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['pu
 cublas_include="$site/nvidia/cu13/include"
 echo "build_cuda_extension: torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'), CUDA_HOME=$cuda_home"
 
+CUBLAS_INCLUDE="$cublas_include" bash "$root/.ci/compile_cuda.sh" --host
+
 src="$scratch/src"
 mkdir -p "$src"
 # The sources as committed plus what is being changed, without the checkout's builds.
@@ -58,8 +62,9 @@ FUSED_LSTM_FORCE_CUDA=1 CUDA_HOME="$cuda_home" CPATH="$cublas_include${CPATH:+:$
     echo "build_cuda_extension: FAILED to build the CUDA extension" >&2
     exit 1
   }
-# Import it: every symbol resolves and the ops register for CUDA (no GPU needed).
-"$venv/bin/python" - <<'EOF'
+# Import it: every symbol resolves, functions too (LD_BIND_NOW: cuBLAS's among them, which the
+# build links), and the ops register for CUDA (no GPU needed).
+LD_BIND_NOW=1 "$venv/bin/python" - <<'EOF'
 import os
 import torch
 import fused_lstm

@@ -3,6 +3,9 @@
 # sm_80 and sm_90 with warnings as errors, and throws the objects away.
 # The kernels include no torch headers, so this needs only the CUDA toolkit; so
 # do the variant op's time loops (variant_cuda_loops.cpp, host code), built too.
+# The layer op's time loops (lstm_cuda_*_loop.cpp, host code) call cuBLAS: they are
+# built where CUBLAS_INCLUDE names a folder with cublas_v2.h (build_cuda_extension.sh
+# passes torch's), or the toolkit has it. `--host` builds only the host code.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +45,9 @@ flags=(
   -I "$root/csrc"
 )
 
+if [ "${1:-}" = "--host" ]; then
+  sources=()
+fi
 for src in "${sources[@]}"; do
   rel="${src#"$root"/}"
   echo "compile_cuda: nvcc -c $rel (sm_80, sm_90)"
@@ -51,11 +57,21 @@ done
 # Host code without torch headers: compiled by nvcc's host compiler with the same
 # warnings.
 host_sources=("$root"/csrc/cuda/variant_cuda_loops.cpp)
+host_flags=(-std=c++17 -O2 -Xcompiler -Wall,-Wextra,-Werror,-fPIC -I "$root/csrc")
+toolkit_include="$(dirname "$(command -v "$nvcc")")/../include"
+if [ -n "${CUBLAS_INCLUDE:-}" ] && [ -f "$CUBLAS_INCLUDE/cublas_v2.h" ]; then
+  host_flags+=(-I "$CUBLAS_INCLUDE")
+  host_sources+=("$root"/csrc/cuda/lstm_cuda_*_loop.cpp "$root"/csrc/cuda/cuda_blas.cpp)
+elif [ -f "$toolkit_include/cublas_v2.h" ]; then
+  host_sources+=("$root"/csrc/cuda/lstm_cuda_*_loop.cpp "$root"/csrc/cuda/cuda_blas.cpp)
+else
+  echo "compile_cuda: no cublas_v2.h (set CUBLAS_INCLUDE); the layer op's loops are left to" \
+    "build_cuda_extension.sh"
+fi
 for src in "${host_sources[@]}"; do
   rel="${src#"$root"/}"
   echo "compile_cuda: nvcc -c $rel (host code)"
-  "$nvcc" -std=c++17 -O2 -Xcompiler -Wall,-Wextra,-Werror,-fPIC -I "$root/csrc" \
-    -c "$src" -o "$out_dir/$(basename "$src").o"
+  "$nvcc" "${host_flags[@]}" -c "$src" -o "$out_dir/$(basename "$src").o"
 done
 
 echo "compile_cuda: OK (${#sources[@]} .cu file(s), ${#host_sources[@]} host file(s))"

@@ -5,6 +5,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "lstm_layer_schema.h"
 #include "lstm_variant_schema.h"
 
 // `import fused_lstm._C` loads this library, whose static initialisers register
@@ -27,17 +28,10 @@ TORCH_LIBRARY(fused_lstm, m) {
   //   h_n:   [D, B, Hout]   c_n: [D, B, H]
   //   saved: per direction, gates [T*B or N, 4H] (activated i, f, g, o) and cells
   //          [T*B or N, H], kept for backward (empty when need_backward is false)
-  m.def(
-      "lstm_layer_forward(Tensor x, Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor[] weights, "
-      "bool has_bias, bool has_proj, bool bidirectional, bool reverse, bool need_backward) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n, Tensor[] saved)");
+  m.def(fused_lstm::kLstmLayerForwardSchema);
   // Backpropagation through the whole sequence of lstm_layer_forward: the gradients of x,
   // h0, c0 and of each weight (in the order of `weights`).
-  m.def(
-      "lstm_layer_backward(Tensor grad_y, Tensor grad_h_n, Tensor grad_c_n, Tensor x, "
-      "Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor[] weights, bool has_bias, "
-      "bool has_proj, bool bidirectional, bool reverse, Tensor y, Tensor[] saved) "
-      "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor[] grad_weights)");
+  m.def(fused_lstm::kLstmLayerBackwardSchema);
   // One direction of one layer with the options beyond nn.LSTM (layer norm, zoneout,
   // recurrent dropout; README "Variants", fused_lstm/reference.py lstm_variant_reference
   // for the formulas). The arguments of lstm_layer_forward for one direction (h0: [B, Hout],

@@ -5,23 +5,21 @@ csrc/cuda/variant_cuda_impl.cpp (the buffers, the saved list, the whole-sequence
 variant_cuda_loops.cpp (the time loops) and variant_cuda_kernels.cu (the kernels, each
 launch run block by block with a real thread per CUDA thread: tests/cuda_emulation/
 cuda_runtime.h) are compiled for the CPU and registered as fused_lstm_emulated::
-lstm_variant_forward/backward (tests/cuda_emulation/emulated_variant_op.cpp). They are
-checked here as the CPU op is in test_variants.py: against lstm_variant_reference over the
-same grid, gradients included, and against the CPU op itself (outputs, saved list, every
-gradient). Not covered: the CUDA binding's device checks, cuBLAS, the GPU itself (its
-memory model, launch limits, math library); tests/test_variants.py's CUDA tests do that on a
-GPU.
+lstm_variant_forward/backward (tests/cuda_emulation/emulated_variant_op.cpp; built by
+tests/cuda_emulation/build.py). They are checked here as the CPU op is in test_variants.py:
+against lstm_variant_reference over the same grid, gradients included, and against the CPU
+op itself (outputs, saved list, every gradient). Not covered: the CUDA binding's device
+checks, cuBLAS, the GPU itself (its memory model, launch limits, math library);
+tests/test_variants.py's CUDA tests do that on a GPU.
 """
 
 import os
-import re
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
 
 import fused_lstm
+from cuda_emulation.build import emulated_ops
 from test_variants import (OP_GRID, TOL, assert_close, cast_args, differentiable, grid_id,
                            op_weights_loss, reference_of, variant_args)
 
@@ -32,40 +30,10 @@ pytestmark = [
     pytest.mark.usefixtures("one_intra_op_thread"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
-HERE = ROOT / "tests" / "cuda_emulation"
-
-
-def emulated_kernels_source(build: Path) -> Path:
-    """variant_cuda_kernels.cu with each `kernel<<<config>>>(args)` rewritten as a call of
-    the emulated launch, as a C++ file in `build` (rewritten only when it changes, so the
-    extension's build cache holds)."""
-    src = (ROOT / "csrc" / "cuda" / "variant_cuda_kernels.cu").read_text()
-    out, n = re.subn(r"(\w+<T>)<<<(.*?)>>>\(", r"fused_lstm_emulate_launch(\2, \1, ", src,
-                     flags=re.S)
-    assert n == 9, f"expected the nine launches of variant_cuda_kernels.cu, rewrote {n}"
-    path = build / "variant_cuda_kernels_emulated.cpp"
-    if not path.exists() or path.read_text() != out:
-        path.write_text(out)
-    return path
-
 
 @pytest.fixture(scope="module")
 def emulated():
-    from torch.utils.cpp_extension import load
-
-    build = Path(tempfile.gettempdir()) / "fused_lstm_cuda_emulation"
-    build.mkdir(exist_ok=True)
-    csrc = ROOT / "csrc"
-    sources = [emulated_kernels_source(build), csrc / "cuda" / "variant_cuda_loops.cpp",
-               csrc / "cuda" / "variant_cuda_impl.cpp", csrc / "lstm_variant_args.cpp",
-               csrc / "lstm_layer_args.cpp", csrc / "lstm_layer_directions.cpp",
-               HERE / "emulated_variant_op.cpp"]
-    load(name="fused_lstm_cuda_emulation", sources=[str(s) for s in sources],
-         extra_include_paths=[str(HERE), str(csrc / "cuda"), str(csrc)],
-         extra_cflags=["-O1", "-std=c++20"], build_directory=str(build),
-         is_python_module=False, verbose=False)
-    return torch.ops.fused_lstm_emulated
+    return emulated_ops()
 
 
 def output_grads(outs, seed=11):

@@ -1,25 +1,29 @@
-// cuBLAS's GEMMs for the CUDA binding, called straight on raw pointers: the per-step
-// products of the time loops (no dispatcher, no tensor objects: they would cost more host
-// time than an LSTM step's GEMM takes on the GPU).
+// cuBLAS on raw row-major buffers, for the CUDA time loops: the per-step products and sums
+// (no dispatcher, no tensor objects: they would cost more host time than an LSTM step's
+// GEMM takes on the GPU). Torch-free; the build links libcublas (setup.py), the same
+// library libtorch_cuda loads. Each call is queued on the stream `handle` is bound to and
+// returns cuBLAS's status.
 #pragma once
 
-#include <ATen/cuda/CUDAContext.h>
+#include <cublas_v2.h>
 
 #include <cstdint>
 
 namespace fused_lstm::cuda {
 
-// Whether cuBLAS's GEMM entry points were found in the libcublas libtorch_cuda loaded
-// (without them the per-step GEMMs go through ATen: StepRoute::aten).
-bool cublas_gemm_found();
-
-// Row-major C[m, n] (ld ldc) = A[m, k] (ld lda) @ op(B) + beta * C, on `handle` (ATen's
-// handle for the current stream, whose float32 math mode follows
-// torch.backends.cuda.matmul.allow_tf32, as at::mm does). op(B) = B^T for B: [n, k]
-// (ld ldb) when b_rows_are_n, else B: [k, n]. float and double; call only where
-// cublas_gemm_found().
+// C[m, n] (ld ldc) = A[m, k] (ld lda) @ op(B) + beta * C. op(B) = B^T for B: [n, k]
+// (ld ldb) when b_rows_are_n, else B: [k, n]. float and double. The float32 math mode is
+// the handle's (ATen's handle for the current stream follows
+// torch.backends.cuda.matmul.allow_tf32, as at::mm does). m == 0 or n == 0 does nothing.
 template <typename T>
-void gemm_rows(cublasHandle_t handle, int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
-               const T* B, int64_t ldb, bool b_rows_are_n, T beta, T* C, int64_t ldc);
+cublasStatus_t gemm_rows(cublasHandle_t handle, int64_t m, int64_t n, int64_t k, const T* A,
+                         int64_t lda, const T* B, int64_t ldb, bool b_rows_are_n, T beta, T* C,
+                         int64_t ldc);
+
+// C[m, n] (ld ldc) = A[m, n] (ld lda) + B[m, n] (ld ldb), element by element (cuBLAS's
+// geam). float and double. m == 0 or n == 0 does nothing.
+template <typename T>
+cublasStatus_t add_rows(cublasHandle_t handle, int64_t m, int64_t n, const T* A, int64_t lda,
+                        const T* B, int64_t ldb, T* C, int64_t ldc);
 
 }  // namespace fused_lstm::cuda

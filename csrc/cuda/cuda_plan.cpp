@@ -5,8 +5,6 @@
 #include <cstdlib>
 #include <string>
 
-#include "cuda_blas.h"
-
 namespace fused_lstm::cuda {
 
 namespace {
@@ -36,12 +34,11 @@ std::string forced_route() {
 // shapes persistent_forward_plan refuses).
 StepRoute step_route(const LayerArgs& a, bool backward) {
   const std::string want = forced_route();
-  const StepRoute library = cublas_gemm_found() ? StepRoute::gemm : StepRoute::aten;
-  if (a.has_proj || want == "gemm") return library;
+  if (a.has_proj || want == "gemm") return StepRoute::gemm;
   if (want == "fused") return StepRoute::fused;
   const bool small = a.H <= 256 && a.B <= 128;
   const bool one_row_forward = !backward && a.B == 1 && a.H <= 512;
-  return small || one_row_forward ? StepRoute::fused : library;
+  return small || one_row_forward ? StepRoute::fused : StepRoute::gemm;
 }
 
 // Not yet run on a GPU (benchmarks/NOTES.md, "The persistent kernel: written, not yet

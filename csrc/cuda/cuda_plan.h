@@ -5,16 +5,10 @@
 #include <optional>
 
 #include "../lstm_layer_args.h"
+#include "lstm_cuda_loops.h"
 #include "lstm_cuda_persistent.h"
 
 namespace fused_lstm::cuda {
-
-// How a time loop runs its recurrent products.
-enum class StepRoute {
-  fused,  // our step kernels with the product inside (no projection): one launch per step
-  gemm,   // a cuBLAS GEMM per step, then the pointwise kernel
-  aten,   // the same through at::addmm_/mm_out, where cuBLAS's entry points were not found
-};
 
 StepRoute step_route(const LayerArgs& a, bool backward);
 

@@ -1,9 +1,11 @@
 // CUDA binding of the fused_lstm layer ops, on the current stream: checks (devices,
 // shapes), the directions of a layer one after the other, and for each one call into the
-// time loops of lstm_cuda_loops.h, which take one of two routes per layer direction
+// impl of lstm_cuda_impl.h (buffers and whole-sequence GEMMs around the torch-free time
+// loops of lstm_cuda_loops.h), which take one of two routes per layer direction
 // (cuda_plan.h): our step kernels with the recurrent product inside, or a cuBLAS GEMM per
 // step followed by a pointwise kernel (lstm_cuda_kernels.cu).
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -15,7 +17,7 @@
 #include "../lstm_layer_args.h"
 #include "../lstm_layer_directions.h"
 #include "cuda_device_checks.h"
-#include "lstm_cuda_loops.h"
+#include "lstm_cuda_impl.h"
 
 namespace fused_lstm::cuda {
 
@@ -23,39 +25,6 @@ namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-
-// One direction: h0 [B, Hout], c0 [B, H].
-DirectionForward forward_direction(const Tensor& x, const OptTensor& batch_sizes,
-                                   const Tensor& h0, const Tensor& c0,
-                                   const DirectionWeights& w, bool reverse, bool need_backward,
-                                   cudaStream_t stream) {
-  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
-  const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
-  if (compute_dtype(x.scalar_type()) == at::kDouble) {
-    return forward_impl<double>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                                need_backward, stream);
-  }
-  return forward_impl<float>(a, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, need_backward,
-                             stream);
-}
-
-// One direction: h0, grad_h_n [B, Hout]; c0, grad_c_n [B, H].
-DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_n,
-                                     const Tensor& grad_c_n, const Tensor& x,
-                                     const OptTensor& batch_sizes, const Tensor& h0,
-                                     const Tensor& c0, const DirectionWeights& w, const Tensor& y,
-                                     const Tensor& gates, const Tensor& cells, bool reverse,
-                                     cudaStream_t stream) {
-  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
-  const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
-  check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
-  if (compute_dtype(x.scalar_type()) == at::kDouble) {
-    return backward_impl<double>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
-                                 gates, cells, reverse, stream);
-  }
-  return backward_impl<float>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
-                              gates, cells, reverse, stream);
-}
 
 // The two directions of a bidirectional layer run one after the other on the current
 // stream.
@@ -76,11 +45,14 @@ LayerForward lstm_layer_forward_cuda(const Tensor& x, const OptTensor& batch_siz
   check_layer_states(op, h0, c0, directions);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  // ATen's handle for this stream: its float32 math mode follows
+  // torch.backends.cuda.matmul.allow_tf32, as at::mm's does.
+  const cublasHandle_t blas = at::cuda::getCurrentCUDABlasHandle();
   return layer_forward(
       x, h0, c0, directions, reverse,
       [&](int64_t d, const Tensor& h0_d, const Tensor& c0_d, bool reverse_d) {
         return forward_direction(x, batch_sizes, h0_d, c0_d, w[d], reverse_d, need_backward,
-                                 stream);
+                                 blas, stream);
       },
       run_directions);
 }
@@ -104,12 +76,13 @@ LayerBackward lstm_layer_backward_cuda(const Tensor& grad_y, const Tensor& grad_
   check_layer_backward_args(grad_y, grad_h_n, grad_c_n, h0, c0, y, saved, directions);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  const cublasHandle_t blas = at::cuda::getCurrentCUDABlasHandle();
   return layer_backward(
       grad_y, grad_h_n, grad_c_n, y, saved, directions, reverse, has_bias, has_proj,
       [&](int64_t d, const Tensor& gy, const Tensor& gh, const Tensor& gc, const Tensor& y_d,
           const Tensor& gates, const Tensor& cells, bool reverse_d) {
         return backward_direction(gy, gh, gc, x, batch_sizes, h0[d], c0[d], w[d], y_d, gates,
-                                  cells, reverse_d, stream);
+                                  cells, reverse_d, blas, stream);
       },
       run_directions);
 }

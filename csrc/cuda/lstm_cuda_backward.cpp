@@ -1,12 +1,12 @@
-// The CUDA backward of one layer direction (lstm_cuda_loops.h).
+// The CUDA backward of one layer direction (lstm_cuda_impl.h).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 
 #include <algorithm>
-#include <type_traits>
+#include <optional>
 
-#include "cuda_blas.h"
+#include "cuda_impl_common.h"
 #include "cuda_plan.h"
+#include "lstm_cuda_impl.h"
 #include "lstm_cuda_kernels.h"
 #include "lstm_cuda_loops.h"
 
@@ -17,112 +17,17 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// What the backward time loops read and write (pointers into backward_impl's
-// tensors, all in acc_t).
-template <typename acc_t>
-struct CudaBackwardSteps {
-  const LayerArgs& a;
-  bool reverse;
-  cudaStream_t stream;
-  const acc_t* gates;  // [N, 4H] activated gates saved by forward
-  const acc_t* cells;  // [N, H] cell states saved by forward
-  const acc_t* c0;     // [B, H]
-  const acc_t* gy;     // [N, Hout] grad_y
-  acc_t* dh;           // [B, Hout]: grad_h_n in, grad_h0 out (library route)
-  acc_t* dc;           // [B, H]: grad_c_n in, grad_c0 out
-  acc_t* dgates;       // [N, 4H] out
-  const acc_t* w_hh;   // [4H, Hout]
-
-  // The time index of step k in this direction's order (the loops walk k down).
-  int64_t time(int64_t k) const { return reverse ? a.T - 1 - k : k; }
-  // The step before step k in this direction's order holds c_prev for its
-  // rows; rows it lacked (packed, reverse) started from c0.
-  int64_t prev_rows(int64_t k) const {
-    return k > 0 ? std::min(a.rows[time(k)], a.rows[time(k - 1)]) : 0;
-  }
-  const acc_t* c_prev(int64_t k) const {
-    return k > 0 ? cells + a.offset[time(k - 1)] * a.H : nullptr;
-  }
-};
-
-// Fused route: each step's kernel turns the d(gates) of the step processed
-// before it (the next one in time) into its dh. The loop so leaves one product
-// for after it, grad_h0, from each row's last d(gates): all in one step except
-// for packed reverse layers, whose rows leave the loop at different steps, so
-// dg_last keeps them. w_hh_t: [Hout, 4H].
-template <typename acc_t>
-Tensor backward_steps_fused(const CudaBackwardSteps<acc_t>& L, const Tensor& dgates,
-                            const Tensor& w_hh_c, const Tensor& w_hh_t, const Tensor& grad_h_n) {
-  const LayerArgs& a = L.a;
-  const int64_t H = a.H, G = 4 * a.H;
-  const Tensor dg_last =
-      a.packed && L.reverse ? at::empty({a.B, G}, dgates.options()) : Tensor();
-  for (int64_t k = a.T - 1; k >= 0; --k) {
-    const int64_t t = L.time(k), off = a.offset[t], rows = a.rows[t];
-    const int64_t t_next = k < a.T - 1 ? L.time(k + 1) : -1;
-    check_launch(lstm_backward_step<acc_t>(
-                     rows, H, t_next >= 0 ? L.dgates + a.offset[t_next] * G : nullptr, G,
-                     t_next >= 0 ? a.rows[t_next] : 0, L.dh, H, w_hh_t.data_ptr<acc_t>(),
-                     L.gates + off * G, G, L.cells + off * H, H, L.c_prev(k), H, L.prev_rows(k),
-                     L.c0, H, L.gy + off * H, H, L.dc, H, L.dgates + off * G, G,
-                     ptr_or_null<acc_t>(dg_last), G, L.stream),
-                 "lstm_backward_step");
-  }
-  if (a.T == 0) return grad_h_n;
-  const int64_t t_last = L.time(0);  // every one of the B rows is in this step
-  return at::mm(dg_last.defined() ? dg_last : dgates.narrow(0, a.offset[t_last], a.B), w_hh_c);
+inline void check_launch(cudaError_t err, const char* kernel) {
+  TORCH_CHECK(err == cudaSuccess, "lstm_layer_backward: launching ", kernel, " failed: ",
+              cudaGetErrorString(err));
 }
-
-// Library route: per step the pointwise kernel, then dh = dgates @ w_hh
-// through cuBLAS (or ATen); with a projection dh_raw = (dh + grad_y) @ w_hr
-// first, through ATen.
-template <typename acc_t>
-void backward_steps_library(const CudaBackwardSteps<acc_t>& L, bool use_cublas, Tensor& dh,
-                            const Tensor& dgates, const Tensor& gy, const Tensor& w_hh_c,
-                            const Tensor& w_hr_c, const Tensor& dh_total, const Tensor& dh_raw) {
-  const LayerArgs& a = L.a;
-  const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
-  const cublasHandle_t blas = use_cublas ? at::cuda::getCurrentCUDABlasHandle() : nullptr;
-  const acc_t* dh_raw_p = ptr_or_null<acc_t>(dh_raw);
-  for (int64_t k = a.T - 1; k >= 0; --k) {
-    const int64_t t = L.time(k), off = a.offset[t], rows = a.rows[t];
-    const acc_t* dh_in = L.dh;
-    const acc_t* dh_in2 = L.gy + off * Hout;
-    int64_t dh_in_ld = Hout;
-    if (a.has_proj) {
-      // dh_total = dh + grad_y; dh_raw = dh_total @ w_hr
-      Tensor dht = dh_total.narrow(0, off, rows);
-      at::add_out(dht, dh.narrow(0, 0, rows), gy.narrow(0, off, rows));
-      Tensor dh_raw_t = dh_raw.narrow(0, 0, rows);
-      at::mm_out(dh_raw_t, dht, w_hr_c);
-      dh_in = dh_raw_p;
-      dh_in2 = nullptr;
-      dh_in_ld = H;
-    }
-    check_launch(lstm_backward_pointwise<acc_t>(rows, H, L.gates + off * G, G, L.cells + off * H,
-                                                H, L.c_prev(k), H, L.prev_rows(k), L.c0, H, dh_in,
-                                                dh_in_ld, dh_in2, Hout, L.dc, H,
-                                                L.dgates + off * G, G, L.stream),
-                 "lstm_backward_pointwise");
-    // dh[0:rows] = dgates @ w_hh: the gradient reaching h_prev.
-    if (use_cublas) {
-      gemm_rows<acc_t>(blas, rows, Hout, G, L.dgates + off * G, G, L.w_hh, Hout, false, acc_t(0),
-                       L.dh, Hout);
-    } else {
-      Tensor dh_t = dh.narrow(0, 0, rows);
-      at::mm_out(dh_t, dgates.narrow(0, off, rows), w_hh_c);
-    }
-  }
-}
-
-}  // namespace
 
 template <typename acc_t>
 DirectionBackward backward_impl(
     const LayerArgs& a, const Tensor& grad_y, const Tensor& grad_h_n, const Tensor& grad_c_n,
     const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& w_hr, const Tensor& y, const Tensor& gates, const Tensor& cells,
-    bool reverse, cudaStream_t stream) {
+    bool reverse, cublasHandle_t blas, cudaStream_t stream) {
   const auto dt = x.scalar_type();
   const auto ct = compute_dtype(dt);
   const auto opts = x.options().dtype(ct);
@@ -140,27 +45,30 @@ DirectionBackward backward_impl(
   Tensor dgates = at::empty({a.N, G}, opts);  // dgates: [N, 4H]
   // dh_total: [N, Hout] dL/dh of every step (projection only).
   const Tensor dh_total = a.has_proj ? at::empty({a.N, Hout}, opts) : Tensor();
+  const CudaSteps steps = steps_of(a, reverse);
 
-  const CudaBackwardSteps<acc_t> loop{a,
-                                 reverse,
-                                 stream,
-                                 gates_c.data_ptr<acc_t>(),
-                                 cells_c.data_ptr<acc_t>(),
-                                 c0_c.data_ptr<acc_t>(),
-                                 gy.data_ptr<acc_t>(),
-                                 dh.data_ptr<acc_t>(),
-                                 dc.data_ptr<acc_t>(),
-                                 dgates.data_ptr<acc_t>(),
-                                 w_hh_c.data_ptr<acc_t>()};
   const StepRoute route = step_route(a, /*backward=*/true);
-  if (route == StepRoute::fused) {
-    dh = backward_steps_fused(loop, dgates, w_hh_c, w_hh_c.t().contiguous(), dh);
-  } else {
-    const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();      // [Hout, H]
-    const Tensor dh_raw = a.has_proj ? at::empty({a.B, H}, opts) : Tensor();  // [B, H]
-    backward_steps_library(loop, route == StepRoute::gemm, dh, dgates, gy, w_hh_c, w_hr_c,
-                           dh_total, dh_raw);
-  }
+  const bool fused = route == StepRoute::fused;
+  const Tensor w_hh_t = fused ? w_hh_c.t().contiguous() : Tensor();  // [Hout, 4H]
+  const Tensor dg_last = fused && a.packed && reverse ? at::empty({a.B, G}, opts) : Tensor();
+  const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();      // [Hout, H]
+  const Tensor dh_raw = a.has_proj ? at::empty({a.B, H}, opts) : Tensor();  // [B, H]
+  const CudaBackwardLoop<acc_t> loop{route,
+                                     gates_c.data_ptr<acc_t>(),
+                                     cells_c.data_ptr<acc_t>(),
+                                     c0_c.data_ptr<acc_t>(),
+                                     gy.data_ptr<acc_t>(),
+                                     dh.data_ptr<acc_t>(),
+                                     dc.data_ptr<acc_t>(),
+                                     dgates.data_ptr<acc_t>(),
+                                     w_hh_c.data_ptr<acc_t>(),
+                                     ptr_or_null<acc_t>(w_hh_t),
+                                     ptr_or_null<acc_t>(dg_last),
+                                     ptr_or_null<acc_t>(w_hr_c),
+                                     ptr_or_null<acc_t>(dh_total),
+                                     ptr_or_null<acc_t>(dh_raw)};
+  check_loop_status("lstm_layer_backward",
+                    lstm_cuda_backward_loop<acc_t>(steps, loop, blas, stream));
 
   // Whole-sequence gradients, each one GEMM or reduction over all N rows.
   Tensor grad_x = at::mm(dgates, w_ih_c);     // [N, I]
@@ -175,10 +83,10 @@ DirectionBackward backward_impl(
     Tensor index_cpu = at::empty({a.N}, at::TensorOptions().dtype(at::kLong));
     int64_t* idx = index_cpu.data_ptr<int64_t>();
     for (int64_t k = 0; k < a.T; ++k) {
-      const int64_t t = loop.time(k), off = a.offset[t], rows = a.rows[t];
-      const int64_t from_prev = loop.prev_rows(k);
+      const int64_t t = steps.time(k), off = a.offset[t], rows = a.rows[t];
+      const int64_t from_prev = k > 0 ? std::min(rows, a.rows[steps.time(k - 1)]) : 0;
       for (int64_t r = 0; r < rows; ++r) {
-        idx[off + r] = r < from_prev ? a.offset[loop.time(k - 1)] + r : -(r + 1);
+        idx[off + r] = r < from_prev ? a.offset[steps.time(k - 1)] + r : -(r + 1);
       }
     }
     const Tensor index = index_cpu.to(x.device());
@@ -215,15 +123,23 @@ DirectionBackward backward_impl(
           grad_b_hh.to(wdt),             grad_w_hr.to(wdt)};
 }
 
-template DirectionBackward backward_impl<float>(const LayerArgs&, const Tensor&, const Tensor&,
-                                                const Tensor&, const Tensor&, const Tensor&,
-                                                const Tensor&, const Tensor&, const Tensor&,
-                                                const OptTensor&, const Tensor&, const Tensor&,
-                                                const Tensor&, bool, cudaStream_t);
-template DirectionBackward backward_impl<double>(const LayerArgs&, const Tensor&, const Tensor&,
-                                                 const Tensor&, const Tensor&, const Tensor&,
-                                                 const Tensor&, const Tensor&, const Tensor&,
-                                                 const OptTensor&, const Tensor&, const Tensor&,
-                                                 const Tensor&, bool, cudaStream_t);
+}  // namespace
+
+DirectionBackward backward_direction(const Tensor& grad_y, const Tensor& grad_h_n,
+                                     const Tensor& grad_c_n, const Tensor& x,
+                                     const OptTensor& batch_sizes, const Tensor& h0,
+                                     const Tensor& c0, const DirectionWeights& w, const Tensor& y,
+                                     const Tensor& gates, const Tensor& cells, bool reverse,
+                                     cublasHandle_t blas, cudaStream_t stream) {
+  const auto& [w_ih, w_hh, b_ih, b_hh, w_hr] = w;
+  const LayerArgs a = check_layer_args(x, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  check_backward_args(a, grad_y, grad_h_n, grad_c_n, h0, c0, y, gates, cells);
+  if (compute_dtype(x.scalar_type()) == at::kDouble) {
+    return backward_impl<double>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
+                                 gates, cells, reverse, blas, stream);
+  }
+  return backward_impl<float>(a, grad_y, grad_h_n, grad_c_n, x, h0, c0, w_ih, w_hh, w_hr, y,
+                              gates, cells, reverse, blas, stream);
+}
 
 }  // namespace fused_lstm::cuda

@@ -1,45 +1,86 @@
-// The CUDA time loops of one layer direction (lstm_cuda_forward.cpp,
-// lstm_cuda_backward.cpp): each step's kernel launches and GEMMs on the route the plan
-// gives (cuda_plan.h), around the whole-sequence GEMMs, on `stream`. They produce the same
-// buffers with the same meaning as the CPU binding (lstm_cpu.cpp), except that the saved
-// gates keep the natural i, f, g, o column order.
+// The CUDA time loops of one layer direction of the layer op (lstm_layer_forward/backward,
+// ops.cpp), on raw device buffers, on `stream`: each step's kernel launches and cuBLAS calls
+// on the route the plan gives (cuda_plan.h), with the recurrent state, the cells and the
+// gates in acc_t (float for float, half and bfloat16 layers; double). Torch-free: the impl
+// (lstm_cuda_forward.cpp, lstm_cuda_backward.cpp) allocates the buffers, runs the
+// whole-sequence GEMMs around the loops (x @ w_ih^T before the forward loop; grad_x and
+// the weight gradients after the backward loop) and fills these structs. Each loop returns
+// the first failed launch, copy or cuBLAS call and stops there.
 //
-// float16/bfloat16 inputs run in float32 (gates, cells, the recurrent state and all
-// accumulation) and are rounded to the input dtype on the way out. acc_t: float or double.
+// Gate columns are in PyTorch's order i, f, g, o (unlike the CPU loops' blocked order).
 #pragma once
 
-#include <ATen/ATen.h>
+#include <cstdint>
+
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <optional>
-
-#include "../lstm_layer_args.h"
-#include "../lstm_layer_directions.h"
+#include "cuda_steps.h"
+#include "lstm_cuda_persistent.h"
 
 namespace fused_lstm::cuda {
 
-inline void check_launch(cudaError_t err, const char* kernel) {
-  TORCH_CHECK(err == cudaSuccess, "fused_lstm: launching ", kernel, " failed: ",
-              cudaGetErrorString(err));
-}
+// How a time loop runs its recurrent products (chosen in cuda_plan.cpp).
+enum class StepRoute {
+  fused,  // our step kernels with the product inside (no projection): one launch per step
+  gemm,   // a cuBLAS GEMM per step, then the pointwise kernel
+};
 
-// One direction's forward (the op's shapes for one direction, csrc/ops.cpp).
-template <typename acc_t>
-DirectionForward forward_impl(const LayerArgs& a, const at::Tensor& x, const at::Tensor& h0,
-                              const at::Tensor& c0, const at::Tensor& w_ih,
-                              const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
-                              const std::optional<at::Tensor>& b_hh,
-                              const std::optional<at::Tensor>& w_hr, bool reverse,
-                              bool need_backward, cudaStream_t stream);
+// The element type of y, the layer's output.
+enum class OutType { f32, f64, f16, bf16 };
 
-// One direction's backward.
 template <typename acc_t>
-DirectionBackward backward_impl(const LayerArgs& a, const at::Tensor& grad_y,
-                                const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
-                                const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-                                const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                const std::optional<at::Tensor>& w_hr, const at::Tensor& y,
-                                const at::Tensor& gates, const at::Tensor& cells, bool reverse,
-                                cudaStream_t stream);
+struct CudaForwardLoop {
+  StepRoute route;
+  // The persistent forward's layout (lstm_cuda_persistent.h; float32 layers without a
+  // projection on dense input), or null: the route's time loop runs.
+  const PersistentForwardShape* persistent;
+  OutType out;
+  bool need_backward;  // save the activated gates and the cells
+  acc_t* gates;        // [N, 4H]: x @ w_ih^T + biases in, activated gates out (need_backward)
+  const acc_t* h0;     // [B, Hout], a copy of h's initial contents (read while h is written)
+  acc_t* h;            // [B, Hout]: h0 in, h_n out
+  acc_t* c;            // [B, H]: c0 in, c_n out
+  acc_t* cells;        // [N, H] out, or null (inference)
+  void* y;             // [N, Hout] out, in `out`
+  // [N, Hout] h of every step in acc_t, where y is not in acc_t (else null: y serves): the
+  // fused route reads each step's h_prev from it; the gemm route with a projection writes
+  // h there, and the caller rounds it into y after the loop.
+  acc_t* hist;
+  const acc_t* w_hh;   // [4H, Hout]
+  const acc_t* w_hr;   // [Hout, H] with a projection, else null
+  acc_t* h_raw;        // [B, H] scratch with a projection, else null
+};
+
+// One direction's forward (lstm_cuda_forward_loop.cpp).
+template <typename acc_t>
+LoopStatus lstm_cuda_forward_loop(const CudaSteps& s, const CudaForwardLoop<acc_t>& f,
+                                  cublasHandle_t blas, cudaStream_t stream);
+
+template <typename acc_t>
+struct CudaBackwardLoop {
+  StepRoute route;
+  const acc_t* gates;   // [N, 4H] activated gates saved by forward
+  const acc_t* cells;   // [N, H] cell states saved by forward
+  const acc_t* c0;      // [B, H]
+  const acc_t* gy;      // [N, Hout] grad_y
+  acc_t* dh;            // [B, Hout]: grad_h_n in, grad_h0 out
+  acc_t* dc;            // [B, H]: grad_c_n in, grad_c0 out
+  acc_t* dgates;        // [N, 4H] out: dL/d(gate pre-activations)
+  const acc_t* w_hh;    // [4H, Hout]
+  const acc_t* w_hh_t;  // [Hout, 4H] w_hh transposed (fused route), else null
+  // [B, 4H] scratch for the d(gates) of each row's last step (fused route of a packed
+  // reverse layer, whose rows leave the loop at different steps), else null.
+  acc_t* dg_last;
+  const acc_t* w_hr;    // [Hout, H] with a projection, else null
+  acc_t* dh_total;      // [N, Hout] out with a projection: dL/dh of every step, else null
+  acc_t* dh_raw;        // [B, H] scratch with a projection, else null
+};
+
+// One direction's backward through time (lstm_cuda_backward_loop.cpp): d(gates) of every
+// step, grad_h0 and grad_c0 (and dh_total with a projection).
+template <typename acc_t>
+LoopStatus lstm_cuda_backward_loop(const CudaSteps& s, const CudaBackwardLoop<acc_t>& b,
+                                   cublasHandle_t blas, cudaStream_t stream);
 
 }  // namespace fused_lstm::cuda

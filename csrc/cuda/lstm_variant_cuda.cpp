@@ -1,8 +1,7 @@
 // CUDA binding of the variant op (lstm_variant_forward/backward, ops.cpp), on the current
 // stream: the device checks, then the checks both bindings share (lstm_variant_args.h),
-// then variant_cuda_impl.cpp with the per-step GEMM on cuBLAS (cuda_blas.h; through ATen
-// where its entry points were not found). float16 and bfloat16 run in float32 and are
-// rounded back on the way out, as on the CPU.
+// then variant_cuda_impl.cpp with the per-step GEMM on cuBLAS (cuda_blas.h). float16 and
+// bfloat16 run in float32 and are rounded back on the way out, as on the CPU.
 //
 // Off by default: fused_lstm.ops.lstm_variant calls it only under
 // FUSED_LSTM_CUDA_VARIANT_OP=1 (README, "Building with or without CUDA"), and the op
@@ -41,14 +40,16 @@ void check_switch_on(const char* op) {
 }
 
 // The per-step GEMM: cuBLAS on ATen's handle for the current stream (its float32 math
-// mode follows torch.backends.cuda.matmul.allow_tf32, as at::mm's does), or ATen.
+// mode follows torch.backends.cuda.matmul.allow_tf32, as at::mm's does).
 template <typename T>
-RowGemm<T> step_gemm(const Tensor& like) {
-  if (!cublas_gemm_found()) return aten_row_gemm<T>(like.options());
+RowGemm<T> step_gemm() {
   const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
   return [handle](int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B,
                   int64_t ldb, bool b_rows_are_n, T beta, T* C, int64_t ldc) {
-    gemm_rows<T>(handle, m, n, k, A, lda, B, ldb, b_rows_are_n, beta, C, ldc);
+    const cublasStatus_t status =
+        gemm_rows<T>(handle, m, n, k, A, lda, B, ldb, b_rows_are_n, beta, C, ldc);
+    TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS,
+                "fused_lstm: cuBLAS GEMM failed with status ", static_cast<int>(status));
   };
 }
 
@@ -72,10 +73,10 @@ VariantForwardResult lstm_variant_forward_cuda(
                          norm_eps, norm_state, recurrent_mask, zoneout_h, zoneout_c);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   if (v.compute == at::kDouble) {
-    return variant_forward_impl<double>(v, x, reverse, need_backward, step_gemm<double>(v.x),
+    return variant_forward_impl<double>(v, x, reverse, need_backward, step_gemm<double>(),
                                         stream);
   }
-  return variant_forward_impl<float>(v, x, reverse, need_backward, step_gemm<float>(v.x),
+  return variant_forward_impl<float>(v, x, reverse, need_backward, step_gemm<float>(),
                                      stream);
 }
 
@@ -104,11 +105,11 @@ VariantBackwardResult lstm_variant_backward_cuda(
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   if (v.compute == at::kDouble) {
     return variant_backward_impl<double>(v, x, reverse, grad_y, grad_h_n, grad_c_n, grad_cells,
-                                         h0, c0, y, cells, saved, step_gemm<double>(v.x),
+                                         h0, c0, y, cells, saved, step_gemm<double>(),
                                          stream);
   }
   return variant_backward_impl<float>(v, x, reverse, grad_y, grad_h_n, grad_c_n, grad_cells, h0,
-                                      c0, y, cells, saved, step_gemm<float>(v.x), stream);
+                                      c0, y, cells, saved, step_gemm<float>(), stream);
 }
 
 }  // namespace

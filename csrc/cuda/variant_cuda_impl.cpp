@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "cuda_impl_common.h"
+
 namespace fused_lstm::cuda {
 
 namespace {
@@ -34,14 +36,6 @@ VariantCudaState<T> state_of(const VariantArgs& v) {
   return s;
 }
 
-VariantSteps steps_of(const LayerArgs& a, bool reverse) {
-  return {a.T, a.B, a.I, a.H, a.Hout, a.N, a.offset.data(), a.rows.data(), reverse};
-}
-
-void check_status(const char* op, const LoopStatus& status) {
-  TORCH_CHECK(status.ok(), op, ": ", status.what, " failed: ", cudaGetErrorString(status.error));
-}
-
 // An empty tensor where the options need no buffer.
 Tensor maybe_empty(bool needed, at::IntArrayRef size, const at::TensorOptions& opts) {
   return needed ? at::empty(size, opts) : Tensor();
@@ -49,25 +43,6 @@ Tensor maybe_empty(bool needed, at::IntArrayRef size, const at::TensorOptions& o
 
 }  // namespace
 
-template <typename T>
-RowGemm<T> aten_row_gemm(const at::TensorOptions& options) {
-  const at::TensorOptions opts = options.dtype(c10::CppTypeToScalarType<T>::value);
-  return [opts](int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B,
-                int64_t ldb, bool b_rows_are_n, T beta, T* C, int64_t ldc) {
-    if (m == 0 || n == 0) return;
-    const auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld) {
-      return at::from_blob(const_cast<T*>(p), {rows, cols}, {ld, 1}, opts);
-    };
-    const Tensor a = view(A, m, k, lda);
-    const Tensor b = b_rows_are_n ? view(B, n, k, ldb).t() : view(B, k, n, ldb);
-    Tensor c = view(C, m, n, ldc);
-    if (beta == T(0)) {
-      at::mm_out(c, a, b);
-    } else {
-      c.addmm_(a, b);
-    }
-  };
-}
 
 template <typename T>
 VariantForwardResult variant_forward_impl(const VariantArgs& v, const Tensor& x, bool reverse,
@@ -113,7 +88,7 @@ VariantForwardResult variant_forward_impl(const VariantArgs& v, const Tensor& x,
   f.r_raw = ptr_or_null<T>(r_raw);
   f.h_raw_step = ptr_or_null<T>(h_raw_step);
   f.h_new = ptr_or_null<T>(h_new);
-  check_status("lstm_variant_forward",
+  check_loop_status("lstm_variant_forward",
                variant_forward_loop<T>(steps_of(a, reverse), state_of<T>(v), f, gemm, stream));
   std::vector<Tensor> saved_list;
   if (need_backward) saved_list.assign(saved.begin(), saved.end());
@@ -173,7 +148,7 @@ VariantBackwardResult variant_backward_impl(
   b.d_ln_hh_w = ptr_or_null<T>(d_ln_hh_w);
   b.d_ln_c_w = ptr_or_null<T>(d_ln_c_w);
   b.d_ln_c_b = ptr_or_null<T>(d_ln_c_b);
-  check_status(op, variant_backward_loop<T>(steps_of(a, reverse), state_of<T>(v), b, gemm,
+  check_loop_status(op, variant_backward_loop<T>(steps_of(a, reverse), state_of<T>(v), b, gemm,
                                             stream));
   // The whole-sequence gradients of x and the weights: grad_x [N, I] = d_gx @ w_ih;
   // grad_w_ih [4H, I] = d_gx^T @ x; grad_w_hh [4H, Hout] = dr^T @ h_in; grad_w_hr
@@ -198,7 +173,6 @@ VariantBackwardResult variant_backward_impl(
 }
 
 #define FUSED_LSTM_INSTANTIATE(T)                                                           \
-  template RowGemm<T> aten_row_gemm<T>(const at::TensorOptions&);                           \
   template VariantForwardResult variant_forward_impl<T>(const VariantArgs&, const Tensor&,  \
                                                         bool, bool, const RowGemm<T>&,      \
                                                         cudaStream_t);                      \

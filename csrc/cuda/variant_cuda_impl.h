@@ -25,11 +25,6 @@ using VariantForwardResult =
 using VariantBackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor,
                                          std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
-// The per-step GEMM through ATen (at::mm_out, addmm_ on views of the raw buffers), on the
-// device of `options`: where cuBLAS's entry points were not found (cuda_blas.h).
-template <typename T>
-RowGemm<T> aten_row_gemm(const at::TensorOptions& options);
-
 // x: the op's input as given (its shape and dtype shape the outputs). T: v.compute's type.
 template <typename T>
 VariantForwardResult variant_forward_impl(const VariantArgs& v, const at::Tensor& x,

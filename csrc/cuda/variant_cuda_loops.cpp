@@ -9,13 +9,6 @@ namespace fused_lstm::cuda {
 
 namespace {
 
-// Stops the loop at the first failure, naming it.
-#define FUSED_LSTM_TRY(call, name)                \
-  do {                                            \
-    const cudaError_t err_ = (call);              \
-    if (err_ != cudaSuccess) return {err_, name}; \
-  } while (0)
-
 // The rows of the k-th step a loop processes, and where their previous state is.
 template <typename T>
 struct StepRows {
@@ -26,7 +19,7 @@ struct StepRows {
 };
 
 template <typename T>
-StepRows<T> step_rows(const VariantSteps& s, int64_t k, const T* y, const T* cells) {
+StepRows<T> step_rows(const CudaSteps& s, int64_t k, const T* y, const T* cells) {
   StepRows<T> v;
   v.t = s.time(k);
   v.off = s.offset[v.t];
@@ -55,7 +48,7 @@ T* row_or_null(T* p, int64_t row, int64_t ld) {
 // CPU's gather_last_rows: walking back from the last step processed, each step's rows
 // beyond those already filled ended there).
 template <typename T>
-cudaError_t gather_last_rows(const VariantSteps& s, const T* seq, int64_t width, T* out,
+cudaError_t gather_last_rows(const CudaSteps& s, const T* seq, int64_t width, T* out,
                              cudaStream_t stream) {
   int64_t filled = 0;
   for (int64_t k = s.T - 1; k >= 0 && filled < s.B; --k) {
@@ -74,7 +67,7 @@ cudaError_t gather_last_rows(const VariantSteps& s, const T* seq, int64_t width,
 }  // namespace
 
 template <typename T>
-LoopStatus variant_forward_loop(const VariantSteps& s, const VariantCudaState<T>& st,
+LoopStatus variant_forward_loop(const CudaSteps& s, const VariantCudaState<T>& st,
                                 const VariantCudaForward<T>& f, const RowGemm<T>& gemm,
                                 cudaStream_t stream) {
   const int64_t H = s.H, G = 4 * H, Hout = s.Hout;
@@ -153,7 +146,7 @@ LoopStatus variant_forward_loop(const VariantSteps& s, const VariantCudaState<T>
 }
 
 template <typename T>
-LoopStatus variant_backward_loop(const VariantSteps& s, const VariantCudaState<T>& st,
+LoopStatus variant_backward_loop(const CudaSteps& s, const VariantCudaState<T>& st,
                                  const VariantCudaBackward<T>& b, const RowGemm<T>& gemm,
                                  cudaStream_t stream) {
   const int64_t H = s.H, G = 4 * H, Hout = s.Hout;
@@ -243,11 +236,11 @@ LoopStatus variant_backward_loop(const VariantSteps& s, const VariantCudaState<T
 #undef FUSED_LSTM_TRY
 
 #define FUSED_LSTM_INSTANTIATE(T)                                                          \
-  template LoopStatus variant_forward_loop<T>(const VariantSteps&,                         \
+  template LoopStatus variant_forward_loop<T>(const CudaSteps&,                         \
                                               const VariantCudaState<T>&,                  \
                                               const VariantCudaForward<T>&,                \
                                               const RowGemm<T>&, cudaStream_t);            \
-  template LoopStatus variant_backward_loop<T>(const VariantSteps&,                        \
+  template LoopStatus variant_backward_loop<T>(const CudaSteps&,                        \
                                                const VariantCudaState<T>&,                 \
                                                const VariantCudaBackward<T>&,              \
                                                const RowGemm<T>&, cudaStream_t);

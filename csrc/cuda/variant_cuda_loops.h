@@ -21,19 +21,9 @@
 
 #include <cuda_runtime.h>
 
-namespace fused_lstm::cuda {
+#include "cuda_steps.h"
 
-// The steps of one direction: step t owns rows [offset[t], offset[t] + rows[t]) of x, y,
-// the gates and the cells (LayerArgs's layout, ../lstm_layer_args.h), walked from the last
-// step to the first when reverse.
-struct VariantSteps {
-  int64_t T, B, I, H, Hout, N;
-  const int64_t* offset;
-  const int64_t* rows;
-  bool reverse;
-  // The time index of the k-th step the forward processes.
-  int64_t time(int64_t k) const { return reverse ? T - 1 - k : k; }
-};
+namespace fused_lstm::cuda {
 
 // A row-major GEMM on the stream: C[m, n] (ld ldc) = A[m, k] (ld lda) @ op(B) + beta * C,
 // op(B) = B^T for B: [n, k] (ld ldb) when b_rows_are_n, else B: [k, n]. beta is 0 or 1.
@@ -41,13 +31,6 @@ template <typename T>
 using RowGemm = std::function<void(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda,
                                    const T* B, int64_t ldb, bool b_rows_are_n, T beta, T* C,
                                    int64_t ldc)>;
-
-// What went wrong, if anything: the launch (or copy) that failed first, and its status.
-struct LoopStatus {
-  cudaError_t error = cudaSuccess;
-  const char* what = nullptr;
-  bool ok() const { return error == cudaSuccess; }
-};
 
 // What both loops read: the op's arguments, in T, on the device.
 template <typename T>
@@ -96,7 +79,7 @@ struct VariantCudaForward {
 };
 
 template <typename T>
-LoopStatus variant_forward_loop(const VariantSteps& s, const VariantCudaState<T>& st,
+LoopStatus variant_forward_loop(const CudaSteps& s, const VariantCudaState<T>& st,
                                 const VariantCudaForward<T>& f, const RowGemm<T>& gemm,
                                 cudaStream_t stream);
 
@@ -135,7 +118,7 @@ struct VariantCudaBackward {
 };
 
 template <typename T>
-LoopStatus variant_backward_loop(const VariantSteps& s, const VariantCudaState<T>& st,
+LoopStatus variant_backward_loop(const CudaSteps& s, const VariantCudaState<T>& st,
                                  const VariantCudaBackward<T>& b, const RowGemm<T>& gemm,
                                  cudaStream_t stream);
 

@@ -1,7 +1,7 @@
-// A stand-in for <cuda_runtime.h> that runs the variant op's CUDA code on the CPU, for
-// tests/test_cuda_variant_emulated.py on machines without a GPU: every "device" pointer is
-// host memory, a stream is nothing, a copy is memcpy, and a kernel launch runs its thread
-// blocks one after the other, each block's threads as real threads (so __syncthreads is a
+// A stand-in for <cuda_runtime.h> that runs the CUDA code of both ops on the CPU, for
+// tests/test_cuda_emulated.py and tests/test_cuda_variant_emulated.py on machines without
+// a GPU: every "device" pointer is host memory, a stream is nothing, a copy is memcpy, and
+// a kernel launch runs its thread blocks one after the other, each block's threads as real threads (so __syncthreads is a
 // barrier, __shared__ memory is shared by the block, and a warp shuffle exchanges values
 // through memory). The test rewrites `kernel<<<grid, block, shmem, stream>>>(args)` in a
 // copy of the .cu file into fused_lstm_emulate_launch(grid, block, shmem, stream, kernel,
@@ -26,7 +26,7 @@
 #define __launch_bounds__(...)
 #define __shared__ static
 
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
+enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorUnknown = 999 };
 enum cudaMemcpyKind { cudaMemcpyDeviceToDevice = 3 };
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;

@@ -4,7 +4,9 @@
 # the checks come in three parts, each under a time budget, the routes that have never run
 # on a GPU first:
 #
-#   bash .ci/cuda_check.sh OUT new    # build; the persistent route (smoke run, tests,
+#   bash .ci/cuda_check.sh OUT new    # build; the layer op's loops as moved on 2026-12-03
+#                                     # (test_ops.py -k cuda: both step routes, gradcheck,
+#                                     # opcheck); the persistent route (smoke run, tests,
 #                                     # per-step timing); the variant op's CUDA kernels
 #                                     # (tests, then the variants benchmark with them on)
 #   bash .ci/cuda_check.sh OUT rest   # the rest of test_cuda.py, then the GPU benchmark
@@ -16,8 +18,8 @@
 # call rebuilds nothing) as long as the machine is: call the next part as soon as one
 # returns (a lent machine goes back after 30 s idle, and a fresh one rebuilds).
 # CUDA_CHECK_BUDGET_S (default 540) bounds each call: every stage's time limit is cut to
-# what is left, and a stage that no longer has 30 s is skipped and said so. Logs and results go to OUT (default cuda_check), relative to the repository
-# root. Exit status: that of the first stage that failed (0 when all passed).
+# what is left, and a stage that no longer has 30 s is skipped and said so. Logs and
+# results go to OUT (default cuda_check), relative to the repository root. Exit status: that of the first stage that failed (0 when all passed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="$(mkdir -p "${1:-cuda_check}" && cd "${1:-cuda_check}" && pwd)"
@@ -64,6 +66,11 @@ run 30 "$python" -c "import fused_lstm; assert fused_lstm.cuda_available(), 'no 
   || { stage "the build holds no CUDA kernels"; exit 1; }
 
 if [ "$part" = "new" ] || [ "$part" = "all" ]; then
+  # The layer op's time loops moved out of the ATen files into torch-free sources with
+  # direct cuBLAS calls (benchmarks/NOTES.md, "The CUDA layer op's loops, torch-free"):
+  # both step routes against the reference, gradcheck and opcheck, before anything else.
+  stage "layer op, both step routes: tests/test_ops.py -k cuda"
+  pytest_run 120 tests/test_ops.py -k cuda
   # Two things have never run on a GPU: the persistent route and the variant op's CUDA
   # kernels. Correctness of both first, then their timings. A hung kernel is the persistent
   # route's main risk: a short smoke run first (where it hangs, nothing else of the route

@@ -1,7 +1,8 @@
 """Build fused_lstm._C: the CPU kernels always, the CUDA kernels when they can be built.
 
-CUDA kernels are built when torch was built with CUDA and nvcc is found (a GPU
-need not be visible, so GPU-less build hosts still build them).
+CUDA kernels are built when torch was built with CUDA, nvcc is found and the
+libcublas torch uses is found (a GPU need not be visible, so GPU-less build hosts
+still build them).
 FUSED_LSTM_FORCE_CUDA=1 insists on them (failing loudly if impossible),
 FUSED_LSTM_FORCE_CUDA=0 leaves them out. TORCH_CUDA_ARCH_LIST and MAX_JOBS are
 honoured by torch.utils.cpp_extension.
@@ -47,26 +48,30 @@ def want_cuda():
 
 
 def cublas_library():
-    """The libcublas the CUDA kernels link: the one libtorch_cuda loads (torch's nvidia
-    wheel packages, e.g. site-packages/nvidia/cu13/lib), else the toolkit's. Linked by
-    path, so the extension names its soname (libcublas.so.13), which the import finds
-    already loaded by libtorch_cuda."""
+    """The libcublas the CUDA kernels link: the one libtorch_cuda loaded with `import torch`
+    (GPU or not), else one of the same major version in torch's nvidia packages or under
+    CUDA_HOME; None where none is found. Linked by path, so the extension names its soname
+    (libcublas.so.13), which the import finds already loaded by libtorch_cuda."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libcublas.so") and os.path.exists(path):
+                    return path
+    except OSError:  # pragma: no cover - not Linux
+        pass
     major = (torch.version.cuda or "").split(".")[0]
-    names = [f"libcublas.so.{major}", "libcublas.so"] if major else ["libcublas.so"]
     folders = []
     for site in sys.path:
         folders += sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))
     if CUDA_HOME:
         folders += [os.path.join(CUDA_HOME, "lib64"), os.path.join(CUDA_HOME, "lib")]
         folders += sorted(glob.glob(os.path.join(CUDA_HOME, "targets", "*", "lib")))
-    for name in names:
-        for folder in folders:
-            path = os.path.join(folder, name)
-            if os.path.exists(path):
-                return path
-    sys.exit(f"fused_lstm: no {' or '.join(names)} found (looked in torch's nvidia packages "
-             f"and CUDA_HOME={CUDA_HOME}); the CUDA kernels link cuBLAS. Install the CUDA "
-             "toolkit's cuBLAS or build without CUDA (FUSED_LSTM_FORCE_CUDA=0)")
+    for folder in folders:
+        path = os.path.join(folder, f"libcublas.so.{major}")
+        if major and os.path.exists(path):
+            return path
+    return None
 
 
 def sources(pattern):
@@ -80,12 +85,21 @@ def extension():
         cxx.remove("-fopenmp")
     link = ["-fopenmp"] if "-fopenmp" in cxx else []
     srcs = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
-    if not want_cuda():
+    cuda = want_cuda()
+    cublas = cublas_library() if cuda else None
+    if cuda and cublas is None:
+        message = (f"no libcublas.so.{(torch.version.cuda or '?').split('.')[0]} found (not "
+                   f"loaded by torch, not in its nvidia packages nor under CUDA_HOME={CUDA_HOME})"
+                   "; the CUDA kernels link cuBLAS")
+        if os.environ.get("FUSED_LSTM_FORCE_CUDA") == "1":
+            sys.exit(f"fused_lstm: FUSED_LSTM_FORCE_CUDA=1 but {message}")
+        print(f"fused_lstm: {message}, building the CPU kernels only")
+        cuda = False
+    if not cuda:
         return CppExtension("fused_lstm._C", srcs, extra_compile_args={"cxx": cxx},
                             extra_link_args=link)
     srcs += sources("csrc/cuda/*.cpp") + sources("csrc/cuda/*.cu")
     nvcc = ["-O3", "-std=c++17", "-lineinfo"]
-    cublas = cublas_library()
     print(f"fused_lstm: linking cuBLAS {cublas}")
     return CUDAExtension(
         "fused_lstm._C",

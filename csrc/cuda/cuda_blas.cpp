@@ -34,11 +34,12 @@ cublasStatus_t gemm_rows(cublasHandle_t handle, int64_t m, int64_t n, int64_t k,
                          int64_t ldc) {
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   const T one = 1;
-  // cuBLAS is column-major: C^T [n, m] = op(B)^T [n, k] @ A^T [k, m].
+  // cuBLAS is column-major: C^T [n, m] = op(B)^T [n, k] @ A^T [k, m]. With k == 0 (C =
+  // beta * C) a leading dimension of 0 would be refused: cuBLAS wants at least 1.
+  const auto ld = [](int64_t v) { return static_cast<int>(v > 0 ? v : 1); };
   return gemm(handle, b_rows_are_n ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
-              static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &one, B,
-              static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C,
-              static_cast<int>(ldc));
+              static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &one, B, ld(ldb), A,
+              ld(lda), &beta, C, ld(ldc));
 }
 
 template <typename T>
@@ -52,15 +53,6 @@ cublasStatus_t add_rows(cublasHandle_t handle, int64_t m, int64_t n, const T* A,
               static_cast<int>(ldc));
 }
 
-template cublasStatus_t gemm_rows<float>(cublasHandle_t, int64_t, int64_t, int64_t,
-                                         const float*, int64_t, const float*, int64_t, bool,
-                                         float, float*, int64_t);
-template cublasStatus_t gemm_rows<double>(cublasHandle_t, int64_t, int64_t, int64_t,
-                                          const double*, int64_t, const double*, int64_t,
-                                          bool, double, double*, int64_t);
-template cublasStatus_t add_rows<float>(cublasHandle_t, int64_t, int64_t, const float*,
-                                        int64_t, const float*, int64_t, float*, int64_t);
-template cublasStatus_t add_rows<double>(cublasHandle_t, int64_t, int64_t, const double*,
-                                         int64_t, const double*, int64_t, double*, int64_t);
+FUSED_LSTM_CUDA_BLAS_INSTANCES()
 
 }  // namespace fused_lstm::cuda

@@ -26,4 +26,15 @@ template <typename T>
 cublasStatus_t add_rows(cublasHandle_t handle, int64_t m, int64_t n, const T* A, int64_t lda,
                         const T* B, int64_t ldb, T* C, int64_t ldc);
 
+// The instantiations, for float and double: FUSED_LSTM_CUDA_BLAS_INSTANCES() in the file
+// that defines the templates (cuda_blas.cpp, and the CPU emulation's emulated_blas.cpp).
+#define FUSED_LSTM_CUDA_BLAS_INSTANCES_OF(T)                                                \
+  template cublasStatus_t gemm_rows<T>(cublasHandle_t, int64_t, int64_t, int64_t, const T*, \
+                                       int64_t, const T*, int64_t, bool, T, T*, int64_t);  \
+  template cublasStatus_t add_rows<T>(cublasHandle_t, int64_t, int64_t, const T*, int64_t,  \
+                                      const T*, int64_t, T*, int64_t);
+#define FUSED_LSTM_CUDA_BLAS_INSTANCES()       \
+  FUSED_LSTM_CUDA_BLAS_INSTANCES_OF(float)     \
+  FUSED_LSTM_CUDA_BLAS_INSTANCES_OF(double)
+
 }  // namespace fused_lstm::cuda

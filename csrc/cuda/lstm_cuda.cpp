@@ -26,6 +26,11 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
+// ATen's cuBLAS handle for the current stream, fetched for each direction (which sets its
+// stream, workspace and math mode: float32 GEMMs use TF32 where
+// torch.backends.cuda.matmul.allow_tf32 allows it, as at::mm's do).
+cublasHandle_t blas_handle() { return at::cuda::getCurrentCUDABlasHandle(); }
+
 // The two directions of a bidirectional layer run one after the other on the current
 // stream.
 void run_directions(int64_t count, const std::function<void(int64_t)>& fn) {
@@ -45,14 +50,11 @@ LayerForward lstm_layer_forward_cuda(const Tensor& x, const OptTensor& batch_siz
   check_layer_states(op, h0, c0, directions);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  // ATen's handle for this stream: its float32 math mode follows
-  // torch.backends.cuda.matmul.allow_tf32, as at::mm's does.
-  const cublasHandle_t blas = at::cuda::getCurrentCUDABlasHandle();
   return layer_forward(
       x, h0, c0, directions, reverse,
       [&](int64_t d, const Tensor& h0_d, const Tensor& c0_d, bool reverse_d) {
         return forward_direction(x, batch_sizes, h0_d, c0_d, w[d], reverse_d, need_backward,
-                                 blas, stream);
+                                 blas_handle(), stream);
       },
       run_directions);
 }
@@ -76,13 +78,12 @@ LayerBackward lstm_layer_backward_cuda(const Tensor& grad_y, const Tensor& grad_
   check_layer_backward_args(grad_y, grad_h_n, grad_c_n, h0, c0, y, saved, directions);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  const cublasHandle_t blas = at::cuda::getCurrentCUDABlasHandle();
   return layer_backward(
       grad_y, grad_h_n, grad_c_n, y, saved, directions, reverse, has_bias, has_proj,
       [&](int64_t d, const Tensor& gy, const Tensor& gh, const Tensor& gc, const Tensor& y_d,
           const Tensor& gates, const Tensor& cells, bool reverse_d) {
         return backward_direction(gy, gh, gc, x, batch_sizes, h0[d], c0[d], w[d], y_d, gates,
-                                  cells, reverse_d, blas, stream);
+                                  cells, reverse_d, blas_handle(), stream);
       },
       run_directions);
 }

@@ -33,15 +33,6 @@ cublasStatus_t add_rows(cublasHandle_t, int64_t m, int64_t n, const T* A, int64_
   return CUBLAS_STATUS_SUCCESS;
 }
 
-template cublasStatus_t gemm_rows<float>(cublasHandle_t, int64_t, int64_t, int64_t,
-                                         const float*, int64_t, const float*, int64_t, bool,
-                                         float, float*, int64_t);
-template cublasStatus_t gemm_rows<double>(cublasHandle_t, int64_t, int64_t, int64_t,
-                                          const double*, int64_t, const double*, int64_t,
-                                          bool, double, double*, int64_t);
-template cublasStatus_t add_rows<float>(cublasHandle_t, int64_t, int64_t, const float*,
-                                        int64_t, const float*, int64_t, float*, int64_t);
-template cublasStatus_t add_rows<double>(cublasHandle_t, int64_t, int64_t, const double*,
-                                         int64_t, const double*, int64_t, double*, int64_t);
+FUSED_LSTM_CUDA_BLAS_INSTANCES()
 
 }  // namespace fused_lstm::cuda

@@ -1,26 +1,8 @@
 #include "cuda_plan.h"
 
-#include <c10/util/Exception.h>
-
-#include <cstdlib>
-#include <string>
+#include "cuda_tuning.h"
 
 namespace fused_lstm::cuda {
-
-namespace {
-
-// FUSED_LSTM_CUDA_STEP, read at every call (tests switch it between calls): "" (the
-// chooser below), "fused", "gemm" or "persistent".
-std::string forced_route() {
-  const char* env = std::getenv("FUSED_LSTM_CUDA_STEP");
-  std::string want = env ? env : "";
-  TORCH_CHECK(want.empty() || want == "fused" || want == "gemm" || want == "persistent",
-              "fused_lstm: FUSED_LSTM_CUDA_STEP must be 'fused', 'gemm' or 'persistent', got '",
-              want, "'");
-  return want;
-}
-
-}  // namespace
 
 // The fused steps win while the recurrent product is small, cuBLAS above. On
 // an H200 (benchmarks/NOTES.md, "CUDA: the two step routes"), training ran
@@ -33,11 +15,13 @@ std::string forced_route() {
 // every loop the persistent forward does not run (backward, and the forward
 // shapes persistent_forward_plan refuses).
 StepRoute step_route(const LayerArgs& a, bool backward) {
-  const std::string want = forced_route();
-  if (a.has_proj || want == "gemm") return StepRoute::gemm;
-  if (want == "fused") return StepRoute::fused;
-  const bool small = a.H <= 256 && a.B <= 128;
-  const bool one_row_forward = !backward && a.B == 1 && a.H <= 512;
+  const ForcedStepRoute want = forced_step_route();
+  if (a.has_proj || want == ForcedStepRoute::gemm) return StepRoute::gemm;
+  if (want == ForcedStepRoute::fused) return StepRoute::fused;
+  const bool small =
+      a.H <= CudaTuning::kMaxHiddenForFusedSteps && a.B <= CudaTuning::kMaxRowsForFusedSteps;
+  const bool one_row_forward =
+      !backward && a.B == 1 && a.H <= CudaTuning::kMaxHiddenForOneRowFusedForward;
   return small || one_row_forward ? StepRoute::fused : StepRoute::gemm;
 }
 
@@ -45,7 +29,7 @@ StepRoute step_route(const LayerArgs& a, bool backward) {
 // run"), so only asked for by name, never chosen from the sizes.
 std::optional<PersistentForwardShape> persistent_forward_plan(const LayerArgs& a,
                                                               at::ScalarType dtype) {
-  if (forced_route() != "persistent") return std::nullopt;
+  if (forced_step_route() != ForcedStepRoute::persistent) return std::nullopt;
   if (dtype != at::kFloat || a.packed || a.has_proj || a.T < 1) return std::nullopt;
   PersistentForwardShape shape;
   if (!lstm_persistent_forward_shape(a.B, a.H, &shape)) return std::nullopt;

@@ -12,14 +12,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cstdlib>
 #include <optional>
-#include <string>
 #include <vector>
 
 #include "../lstm_variant_args.h"
 #include "cuda_blas.h"
 #include "cuda_device_checks.h"
+#include "cuda_tuning.h"
 #include "variant_cuda_impl.h"
 
 namespace fused_lstm::cuda {
@@ -32,8 +31,7 @@ using OptTensor = std::optional<Tensor>;
 // Until a GPU has run these kernels, they run only under the switch that fused_lstm.ops
 // reads (FUSED_LSTM_CUDA_VARIANT_OP=1), also for direct calls of the op.
 void check_switch_on(const char* op) {
-  const char* value = std::getenv("FUSED_LSTM_CUDA_VARIANT_OP");
-  TORCH_CHECK(value != nullptr && std::string(value) == "1", op,
+  TORCH_CHECK(cuda_variant_op_switched_on(), op,
               ": the variant op's CUDA kernels have not yet run on a GPU and are off by "
               "default; set FUSED_LSTM_CUDA_VARIANT_OP=1 to run them (FusedLSTM's CUDA calls "
               "with these options run the plain-PyTorch reference meanwhile)");

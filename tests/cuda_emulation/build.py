@@ -45,7 +45,7 @@ def emulated_ops():
     sources = [emulated_kernels_source(build, name, n) for name, n in KERNEL_FILES.items()]
     sources += [cuda / "lstm_cuda_forward_loop.cpp", cuda / "lstm_cuda_backward_loop.cpp",
                 cuda / "lstm_cuda_forward.cpp", cuda / "lstm_cuda_backward.cpp",
-                cuda / "cuda_plan.cpp", cuda / "variant_cuda_loops.cpp",
+                cuda / "cuda_plan.cpp", cuda / "cuda_tuning.cpp", cuda / "variant_cuda_loops.cpp",
                 cuda / "variant_cuda_impl.cpp", CSRC / "lstm_variant_args.cpp",
                 CSRC / "lstm_layer_args.cpp", CSRC / "lstm_layer_directions.cpp",
                 HERE / "emulated_blas.cpp", HERE / "emulated_persistent.cpp",

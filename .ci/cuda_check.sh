@@ -6,7 +6,9 @@
 #
 #   bash .ci/cuda_check.sh OUT new    # build; the layer op's loops as moved on 2026-12-03
 #                                     # (test_ops.py -k cuda: both step routes, gradcheck,
-#                                     # opcheck); the persistent route (smoke run, tests,
+#                                     # opcheck) and the 16-bit GEMMs on tensor cores
+#                                     # (FUSED_LSTM_CUDA_16BIT_GEMM=1, test_cuda.py -k
+#                                     # 16bit-gemms); the persistent route (smoke run, tests,
 #                                     # per-step timing); the variant op's CUDA kernels
 #                                     # (tests, then the variants benchmark with them on)
 #   bash .ci/cuda_check.sh OUT rest   # the rest of test_cuda.py, then the GPU benchmark
@@ -71,6 +73,10 @@ if [ "$part" = "new" ] || [ "$part" = "all" ]; then
   # both step routes against the reference, gradcheck and opcheck, before anything else.
   stage "layer op, both step routes: tests/test_ops.py -k cuda"
   pytest_run 120 tests/test_ops.py -k cuda
+  # float16/bfloat16 operands on tensor cores (FUSED_LSTM_CUDA_16BIT_GEMM=1, off by
+  # default): their error against float64 next to cuDNN's.
+  stage "16-bit GEMMs on tensor cores: tests/test_cuda.py -k 16bit-gemms"
+  pytest_run 90 tests/test_cuda.py -k 16bit-gemms
   # Two things have never run on a GPU: the persistent route and the variant op's CUDA
   # kernels. Correctness of both first, then their timings. A hung kernel is the persistent
   # route's main risk: a short smoke run first (where it hangs, nothing else of the route

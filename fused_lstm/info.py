@@ -49,6 +49,7 @@ def collect() -> Dict[str, object]:
         "cuda_kernels": fused_lstm.cuda_available(),
         "cuda_variant_kernels": variant_kernels,
         "cuda_variant_op_on": variant_kernels and variant_on,
+        "cuda_16bit_gemm_on": os.environ.get("FUSED_LSTM_CUDA_16BIT_GEMM") == "1",
         "gpu_visible": gpu,
         "gpus": gpus,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -67,6 +68,17 @@ def variant_route(info: Dict[str, object]) -> str:
         return ("the plain-PyTorch reference (FUSED_LSTM_CUDA_VARIANT_OP=1 runs the variant "
                 "op's CUDA kernels, not yet run on a GPU)")
     return "the plain-PyTorch reference"
+
+
+def gemm_16bit_route(info: Dict[str, object]) -> str:
+    """How float16/bfloat16 layers multiply on CUDA."""
+    if not info.get("cuda_kernels"):
+        return "-"
+    if info.get("cuda_16bit_gemm_on"):
+        return ("16-bit operands on tensor cores in the forward (FUSED_LSTM_CUDA_16BIT_GEMM=1; "
+                "not yet run on a GPU)")
+    return ("float32 GEMMs (FUSED_LSTM_CUDA_16BIT_GEMM=1 puts the forward's on tensor cores, "
+            "not yet run on a GPU)")
 
 
 def format_info(info: Dict[str, object]) -> str:
@@ -89,6 +101,7 @@ def format_info(info: Dict[str, object]) -> str:
         ("compiled CPU kernels", cpu),
         ("CUDA kernels in build", yes(info["cuda_kernels"])),
         ("variants on CUDA run", variant_route(info)),
+        ("16-bit layers on CUDA", gemm_16bit_route(info)),
         ("GPU visible", gpu),
         ("CPU vector ISA (ATen)", info["cpu_capability"]),
         ("CPU kernels run", info["cpu_kernel_isa"] or "-"),

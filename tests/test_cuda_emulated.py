@@ -133,3 +133,80 @@ def test_emulated_cuda_op_without_saving_gives_the_same_outputs(emulated, route)
     assert all(s.numel() == 0 for s in saved)
     for a, b in zip((y, h_n, c_n), (y2, h_n2, c_n2)):
         assert torch.equal(a, b)
+
+
+def reference_16bit(args, round_h):
+    """The float64 LSTM of one direction without a projection on the 16-bit values of args
+    (x, h0, c0, the weights), whose recurrent product multiplies h rounded to the layer's
+    dtype when round_h (as FUSED_LSTM_CUDA_16BIT_GEMM's tensor-core product does), else h.
+    Returns y, h_n, c_n in float64: an independent formulation, step by step."""
+    x, batch_sizes, h0, c0, (w_ih, w_hh, b_ih, b_hh), _, _, _, reverse = args
+    dtype = x.dtype
+    x, h, c, w_ih, w_hh, bias = (t.double() for t in (x, h0[0], c0[0], w_ih, w_hh, b_ih + b_hh))
+    if batch_sizes is None:
+        rows, xs = [x.shape[1]] * x.shape[0], list(x)
+    else:
+        rows, xs = batch_sizes.tolist(), list(x.split(batch_sizes.tolist()))
+    ys = [None] * len(rows)
+    for t in (reversed(range(len(rows))) if reverse else range(len(rows))):
+        r = rows[t]
+        h_in = h[:r].to(dtype).double() if round_h else h[:r]
+        i, f, g, o = (xs[t] @ w_ih.T + bias + h_in @ w_hh.T).chunk(4, 1)
+        c_new = torch.sigmoid(f) * c[:r] + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h, c = h.clone(), c.clone()
+        h[:r], c[:r] = h_new, c_new
+        ys[t] = h_new
+    y = torch.stack(ys) if batch_sizes is None else torch.cat(ys)
+    return y, h.unsqueeze(0), c.unsqueeze(0)
+
+
+def to_16bit(args, dtype):
+    return [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else
+            [t.to(dtype) for t in a] if isinstance(a, list) else a for a in args]
+
+
+SIXTEEN_CASES = {"dense": dict(), "rev": dict(reverse=True), "packed": dict(packed=True),
+                 "packed-rev": dict(packed=True, reverse=True)}
+
+
+@pytest.mark.parametrize("case", SIXTEEN_CASES.values(), ids=SIXTEEN_CASES.keys())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+def test_emulated_16bit_operands_on_tensor_cores(emulated, monkeypatch, route, dtype, case):
+    """FUSED_LSTM_CUDA_16BIT_GEMM=1: the input projection multiplies the 16-bit x and w_ih
+    (one 16-bit GEMM), and on the gemm route every step's recurrent product the 16-bit h of
+    the step before (from y, or h0 where a row starts): against the float64 formulation
+    that rounds h the same way. Backward (float32, unchanged) still agrees with the CPU op."""
+    monkeypatch.setenv("FUSED_LSTM_CUDA_16BIT_GEMM", "1")
+    torch.manual_seed(6)
+    args = to_16bit(layer_args(torch.float32, T=6, B=5, I=4, H=7, **case,
+                               requires_grad=False), dtype)
+    before = emulated.count_16bit_gemms()
+    y, h_n, c_n, _ = emulated.lstm_layer_forward(*args, True)
+    calls = emulated.count_16bit_gemms() - before
+    steps = args[0].shape[0] if args[1] is None else len(args[1])
+    if route == "gemm":
+        # one per step, two where a packed reverse step adds rows that start from h0
+        assert steps + 1 <= calls <= 2 * steps + 1
+    else:
+        assert calls == 1  # the input projection; the fused kernels' product stays float32
+    tol = TOL[dtype] / 2
+    for name, got, want in zip(("y", "h_n", "c_n"), (y, h_n, c_n),
+                               reference_16bit(args, round_h=route == "gemm")):
+        assert_close(got.double(), want, tol, name)
+    check_against_cpu_op(emulated, args, TOL[dtype])
+
+
+def test_emulated_16bit_switch_leaves_projection_and_float32_alone(emulated, monkeypatch):
+    """With a projection only the input projection takes 16-bit operands (the recurrent
+    product reads the projected float32 state), and float32 layers none."""
+    monkeypatch.setenv("FUSED_LSTM_CUDA_16BIT_GEMM", "1")
+    torch.manual_seed(8)
+    args = to_16bit(layer_args(torch.float32, proj=3, requires_grad=False), torch.bfloat16)
+    before = emulated.count_16bit_gemms()
+    check_against_cpu_op(emulated, args, TOL[torch.bfloat16])
+    assert emulated.count_16bit_gemms() - before == 1
+    args = layer_args(torch.float32, requires_grad=False)
+    before = emulated.count_16bit_gemms()
+    check_against_cpu_op(emulated, args, TOL[torch.float32])
+    assert emulated.count_16bit_gemms() == before

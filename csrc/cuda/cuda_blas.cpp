@@ -42,6 +42,21 @@ cublasStatus_t gemm_rows(cublasHandle_t handle, int64_t m, int64_t n, int64_t k,
               ld(lda), &beta, C, ld(ldc));
 }
 
+cublasStatus_t gemm_rows_16bit(cublasHandle_t handle, bool bf16, int64_t m, int64_t n,
+                               int64_t k, const void* A, int64_t lda, const void* B,
+                               int64_t ldb, bool b_rows_are_n, float beta, float* C,
+                               int64_t ldc) {
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  const float one = 1;
+  const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+  const auto ld = [](int64_t v) { return static_cast<int>(v > 0 ? v : 1); };
+  // Column-major, as gemm_rows: C^T [n, m] = op(B)^T [n, k] @ A^T [k, m].
+  return cublasGemmEx(handle, b_rows_are_n ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
+                      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &one, B,
+                      type, ld(ldb), A, type, ld(lda), &beta, C, CUDA_R_32F, ld(ldc),
+                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+
 template <typename T>
 cublasStatus_t add_rows(cublasHandle_t handle, int64_t m, int64_t n, const T* A, int64_t lda,
                         const T* B, int64_t ldb, T* C, int64_t ldc) {

@@ -26,6 +26,14 @@ template <typename T>
 cublasStatus_t add_rows(cublasHandle_t handle, int64_t m, int64_t n, const T* A, int64_t lda,
                         const T* B, int64_t ldb, T* C, int64_t ldc);
 
+// C[m, n] float32 (ld ldc) = A[m, k] @ op(B) + beta * C with A and B 16-bit (bfloat16 when
+// bf16, else float16), on tensor cores with float32 sums (CUBLAS_COMPUTE_32F); op(B) and the
+// rest as gemm_rows. m == 0 or n == 0 does nothing.
+cublasStatus_t gemm_rows_16bit(cublasHandle_t handle, bool bf16, int64_t m, int64_t n,
+                               int64_t k, const void* A, int64_t lda, const void* B,
+                               int64_t ldb, bool b_rows_are_n, float beta, float* C,
+                               int64_t ldc);
+
 // The instantiations, for float and double: FUSED_LSTM_CUDA_BLAS_INSTANCES() in the file
 // that defines the templates (cuda_blas.cpp, and the CPU emulation's emulated_blas.cpp).
 #define FUSED_LSTM_CUDA_BLAS_INSTANCES_OF(T)                                                \

@@ -3,8 +3,10 @@
 
 #include <optional>
 
+#include "cuda_blas.h"
 #include "cuda_impl_common.h"
 #include "cuda_plan.h"
+#include "cuda_tuning.h"
 #include "lstm_cuda_impl.h"
 #include "lstm_cuda_loops.h"
 
@@ -37,14 +39,27 @@ DirectionForward forward_impl(const LayerArgs& a, const Tensor& x, const Tensor&
   const auto opts = x.options().dtype(ct);
   const int64_t H = a.H, G = 4 * a.H, Hout = a.Hout;
 
+  // float16/bfloat16 operands on tensor cores (FUSED_LSTM_CUDA_16BIT_GEMM), not yet run on a
+  // GPU: the input projection here, the recurrent products below where the loop allows.
+  const bool tensor_cores_16bit = dt != ct && cuda_16bit_gemm_switched_on();
+
   // gates: [N, 4H] = x @ w_ih^T + b_ih + b_hh, for all steps in one GEMM.
-  const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
   Tensor gates = at::empty({a.N, G}, opts);
-  if (a.has_bias) {
-    at::addmm_out(gates, as_compute(*b_ih, ct) + as_compute(*b_hh, ct), x2,
-                  as_compute(w_ih, ct).t());
+  if (tensor_cores_16bit) {
+    const Tensor x16 = x.contiguous().view({a.N, a.I});
+    const Tensor w_ih16 = w_ih.to(dt).contiguous();
+    if (a.has_bias) gates.copy_((as_compute(*b_ih, ct) + as_compute(*b_hh, ct)).expand({a.N, G}));
+    check_loop_status(
+        "lstm_layer_forward",
+        blas_status(gemm_rows_16bit(blas, dt == at::kBFloat16, a.N, G, a.I, x16.data_ptr(), a.I,
+                                    w_ih16.data_ptr(), a.I, true, a.has_bias ? 1.0f : 0.0f,
+                                    gates.data_ptr<float>(), G),
+                    "the input projection GEMM (cuBLAS, 16-bit)"));
+  } else if (a.has_bias) {
+    at::addmm_out(gates, as_compute(*b_ih, ct) + as_compute(*b_hh, ct),
+                  as_compute(x, ct).view({a.N, a.I}), as_compute(w_ih, ct).t());
   } else {
-    at::mm_out(gates, x2, as_compute(w_ih, ct).t());
+    at::mm_out(gates, as_compute(x, ct).view({a.N, a.I}), as_compute(w_ih, ct).t());
   }
   Tensor h = fresh(h0, ct);                        // h: [B, Hout], becomes h_n
   Tensor c = fresh(c0, ct);                        // c: [B, H], becomes c_n
@@ -61,6 +76,11 @@ DirectionForward forward_impl(const LayerArgs& a, const Tensor& x, const Tensor&
       dt != ct && !persistent && (route == StepRoute::fused || a.has_proj);
   const Tensor hist = need_hist ? at::empty({a.N, Hout}, opts) : Tensor();
   const Tensor h_raw = a.has_proj ? at::empty({a.B, H}, opts) : Tensor();  // [B, H]
+  // The recurrent products on tensor cores: w_hh [4H, Hout] and h0 [B, Hout] in 16 bits.
+  const bool recurrent_16bit =
+      tensor_cores_16bit && route == StepRoute::gemm && !a.has_proj && !persistent;
+  const Tensor w_hh16 = recurrent_16bit ? w_hh.to(dt).contiguous() : Tensor();
+  const Tensor h0_16 = recurrent_16bit ? h0.to(dt).contiguous() : Tensor();
 
   const CudaForwardLoop<acc_t> loop{route,
                                     persistent ? &*persistent : nullptr,
@@ -75,7 +95,9 @@ DirectionForward forward_impl(const LayerArgs& a, const Tensor& x, const Tensor&
                                     ptr_or_null<acc_t>(hist),
                                     w_hh_c.data_ptr<acc_t>(),
                                     ptr_or_null<acc_t>(w_hr_c),
-                                    ptr_or_null<acc_t>(h_raw)};
+                                    ptr_or_null<acc_t>(h_raw),
+                                    recurrent_16bit ? w_hh16.data_ptr() : nullptr,
+                                    recurrent_16bit ? h0_16.data_ptr() : nullptr};
   check_loop_status("lstm_layer_forward",
                     lstm_cuda_forward_loop<acc_t>(steps_of(a, reverse), loop, blas, stream));
   // With a projection the gemm route left h of every step in hist: y is its rounding.

@@ -109,6 +109,36 @@ LoopStatus forward_steps_fused(const CudaSteps& s, const CudaForwardLoop<acc_t>&
   return {};
 }
 
+// Row `row` of a 16-bit matrix with rows of ld elements.
+const void* row_16bit(const void* base, int64_t row, int64_t ld) {
+  return static_cast<const char*>(base) + row * ld * 2;
+}
+
+// gates[off : off + rows] += h16 @ w_hh^T on tensor cores, h16 the step's h rounded to 16
+// bits: y's rows of the previous step for rows [0, from_prev), h0's for the rest.
+LoopStatus recurrent_product_16bit(const CudaSteps& s, const CudaForwardLoop<float>& f,
+                                   int64_t k, cublasHandle_t blas) {
+  const int64_t G = 4 * s.H, Hout = s.Hout;
+  const bool bf16 = f.out == OutType::bf16;
+  const int64_t t = s.time(k), off = s.offset[t], rows = s.rows[t];
+  const int64_t t_prev = k > 0 ? s.time(k - 1) : -1;
+  const int64_t from_prev = k > 0 ? std::min(rows, s.rows[t_prev]) : 0;
+  if (from_prev > 0) {
+    FUSED_LSTM_TRY_BLAS(gemm_rows_16bit(blas, bf16, from_prev, G, Hout,
+                                        row_16bit(f.y, s.offset[t_prev], Hout), Hout,
+                                        f.w_hh_16bit, Hout, true, 1.0f, f.gates + off * G, G),
+                        "the recurrent GEMM (cuBLAS, 16-bit)");
+  }
+  if (rows > from_prev) {
+    FUSED_LSTM_TRY_BLAS(gemm_rows_16bit(blas, bf16, rows - from_prev, G, Hout,
+                                        row_16bit(f.h0_16bit, from_prev, Hout), Hout,
+                                        f.w_hh_16bit, Hout, true, 1.0f,
+                                        f.gates + (off + from_prev) * G, G),
+                        "the recurrent GEMM (cuBLAS, 16-bit)");
+  }
+  return {};
+}
+
 // gemm route: per step, gates += h @ w_hh^T on cuBLAS, then the pointwise kernel; with a
 // projection, h = h_raw @ w_hr^T on cuBLAS, copied into y's rows (or hist's, where y is
 // not in acc_t).
@@ -120,9 +150,17 @@ LoopStatus forward_steps_gemm(const CudaSteps& s, const CudaForwardLoop<acc_t>& 
   for (int64_t k = 0; k < s.T; ++k) {
     const int64_t t = s.time(k), off = s.offset[t], rows = s.rows[t];
     // gates[off : off + rows] += h[0:rows] @ w_hh^T
-    FUSED_LSTM_TRY_BLAS(gemm_rows<acc_t>(blas, rows, G, Hout, f.h, Hout, f.w_hh, Hout, true,
-                                         acc_t(1), f.gates + off * G, G),
-                        "the recurrent GEMM (cuBLAS)");
+    if constexpr (std::is_same_v<acc_t, float>) {
+      if (f.w_hh_16bit != nullptr) {
+        const LoopStatus status = recurrent_product_16bit(s, f, k, blas);
+        if (!status.ok()) return status;
+      }
+    }
+    if (f.w_hh_16bit == nullptr) {
+      FUSED_LSTM_TRY_BLAS(gemm_rows<acc_t>(blas, rows, G, Hout, f.h, Hout, f.w_hh, Hout, true,
+                                           acc_t(1), f.gates + off * G, G),
+                          "the recurrent GEMM (cuBLAS)");
+    }
     // Projection: the kernel writes h_raw, the GEMM below the state and y.
     FUSED_LSTM_TRY(forward_step<acc_t>(f.out, rows, H, f.gates + off * G, G, f.c,
                                               f.cells ? f.cells + off * H : nullptr,
@@ -149,6 +187,12 @@ LoopStatus forward_steps_gemm(const CudaSteps& s, const CudaForwardLoop<acc_t>& 
 template <typename acc_t>
 LoopStatus lstm_cuda_forward_loop(const CudaSteps& s, const CudaForwardLoop<acc_t>& f,
                                   cublasHandle_t blas, cudaStream_t stream) {
+  if (f.w_hh_16bit != nullptr &&
+      (f.route != StepRoute::gemm || f.w_hr != nullptr || f.persistent != nullptr ||
+       (f.out != OutType::f16 && f.out != OutType::bf16))) {
+    return launch_status(cudaErrorInvalidValue,
+                         "the 16-bit recurrent GEMMs (gemm route, 16-bit, no projection only)");
+  }
   if constexpr (std::is_same_v<acc_t, float>) {
     // Persistent: the whole recurrence in one launch. It reads the pre-activations
     // ([T, B, 4H]), h0 and c (c0); writes y [T, B, H], the cells, and h_n, c_n into h, c.

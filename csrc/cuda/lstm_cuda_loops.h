@@ -50,6 +50,12 @@ struct CudaForwardLoop {
   const acc_t* w_hh;   // [4H, Hout]
   const acc_t* w_hr;   // [Hout, H] with a projection, else null
   acc_t* h_raw;        // [B, H] scratch with a projection, else null
+  // float16/bfloat16 layers whose recurrent products run on tensor cores (gemm route, no
+  // projection; FUSED_LSTM_CUDA_16BIT_GEMM), else null: w_hh [4H, Hout] and h0 [B, Hout] in
+  // the layer's type `out`. Each step's product then multiplies h rounded to 16 bits: y's
+  // rows of the previous step, and h0's for rows that start at this step.
+  const void* w_hh_16bit;
+  const void* h0_16bit;
 };
 
 // One direction's forward (lstm_cuda_forward_loop.cpp).

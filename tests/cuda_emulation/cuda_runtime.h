@@ -1,13 +1,14 @@
 // A stand-in for <cuda_runtime.h> that runs the CUDA code of both ops on the CPU, for
 // tests/test_cuda_emulated.py and tests/test_cuda_variant_emulated.py on machines without
 // a GPU: every "device" pointer is host memory, a stream is nothing, a copy is memcpy, and
-// a kernel launch runs its thread blocks one after the other, each block's threads as real threads (so __syncthreads is a
-// barrier, __shared__ memory is shared by the block, and a warp shuffle exchanges values
-// through memory). The test rewrites `kernel<<<grid, block, shmem, stream>>>(args)` in a
-// copy of the .cu file into fused_lstm_emulate_launch(grid, block, shmem, stream, kernel,
-// args). This checks the arithmetic, the indexing and the synchronisation the kernels ask
-// for (a missing __syncthreads can still pass here), not speed, and nothing of the GPU
-// itself (memory model, launch limits, the toolkit's math functions).
+// a kernel launch runs its thread blocks one after the other, each block's threads as real
+// threads (so __syncthreads is a barrier, __shared__ memory is shared by the block, and a
+// warp shuffle exchanges values through memory). tests/cuda_emulation/build.py rewrites
+// `kernel<<<grid, block, shmem, stream>>>(args)` in a copy of each .cu file into
+// fused_lstm_emulate_launch(grid, block, shmem, stream, kernel, args). This checks the
+// arithmetic, the indexing and the synchronisation the kernels ask for (a missing
+// __syncthreads can still pass here), not speed, and nothing of the GPU itself (memory
+// model, launch limits, the toolkit's math functions).
 #pragma once
 
 #include <barrier>

@@ -139,15 +139,17 @@ def reference_16bit(args, round_h):
     """The float64 LSTM of one direction without a projection on the 16-bit values of args
     (x, h0, c0, the weights), whose recurrent product multiplies h rounded to the layer's
     dtype when round_h (as FUSED_LSTM_CUDA_16BIT_GEMM's tensor-core product does), else h.
-    Returns y, h_n, c_n in float64: an independent formulation, step by step."""
+    Returns y, h_n, c_n and the cells of every step in float64: an independent formulation,
+    step by step."""
     x, batch_sizes, h0, c0, (w_ih, w_hh, b_ih, b_hh), _, _, _, reverse = args
     dtype = x.dtype
-    x, h, c, w_ih, w_hh, bias = (t.double() for t in (x, h0[0], c0[0], w_ih, w_hh, b_ih + b_hh))
+    x, h, c, w_ih, w_hh = (t.double() for t in (x, h0[0], c0[0], w_ih, w_hh))
+    bias = b_ih.double() + b_hh.double()
     if batch_sizes is None:
         rows, xs = [x.shape[1]] * x.shape[0], list(x)
     else:
         rows, xs = batch_sizes.tolist(), list(x.split(batch_sizes.tolist()))
-    ys = [None] * len(rows)
+    ys, cs = [None] * len(rows), [None] * len(rows)
     for t in (reversed(range(len(rows))) if reverse else range(len(rows))):
         r = rows[t]
         h_in = h[:r].to(dtype).double() if round_h else h[:r]
@@ -156,9 +158,9 @@ def reference_16bit(args, round_h):
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
         h, c = h.clone(), c.clone()
         h[:r], c[:r] = h_new, c_new
-        ys[t] = h_new
+        ys[t], cs[t] = h_new, c_new
     y = torch.stack(ys) if batch_sizes is None else torch.cat(ys)
-    return y, h.unsqueeze(0), c.unsqueeze(0)
+    return y, h.unsqueeze(0), c.unsqueeze(0), torch.cat(cs)
 
 
 def to_16bit(args, dtype):
@@ -182,18 +184,26 @@ def test_emulated_16bit_operands_on_tensor_cores(emulated, monkeypatch, route, d
     args = to_16bit(layer_args(torch.float32, T=6, B=5, I=4, H=7, **case,
                                requires_grad=False), dtype)
     before = emulated.count_16bit_gemms()
-    y, h_n, c_n, _ = emulated.lstm_layer_forward(*args, True)
+    y, h_n, c_n, (_, cells) = emulated.lstm_layer_forward(*args, True)
     calls = emulated.count_16bit_gemms() - before
-    steps = args[0].shape[0] if args[1] is None else len(args[1])
+    rows = [args[0].shape[1]] * args[0].shape[0] if args[1] is None else args[1].tolist()
+    if case.get("reverse"):
+        rows = rows[::-1]
     if route == "gemm":
-        # one per step, two where a packed reverse step adds rows that start from h0
-        assert steps + 1 <= calls <= 2 * steps + 1
+        # the input projection, one per step, and one more on each step that adds rows
+        # starting from h0 (a packed reverse layer's)
+        grows = sum(r > p for p, r in zip(rows, rows[1:]))
+        assert calls == 1 + len(rows) + grows
     else:
         assert calls == 1  # the input projection; the fused kernels' product stays float32
-    tol = TOL[dtype] / 2
-    for name, got, want in zip(("y", "h_n", "c_n"), (y, h_n, c_n),
-                               reference_16bit(args, round_h=route == "gemm")):
-        assert_close(got.double(), want, tol, name)
+    want = reference_16bit(args, round_h=route == "gemm")
+    for name, got, w in zip(("y", "h_n", "c_n"), (y, h_n, c_n), want):
+        assert_close(got.double(), w, TOL[dtype] / 2, name)
+    # The cells stay float32: there the rounding of h (or its absence) shows. The
+    # formulation that does the other thing is more than three tolerances off.
+    assert_close(cells.double(), want[3], 1e-5, "cells")
+    other = reference_16bit(args, round_h=route != "gemm")[3]
+    assert (other - want[3]).abs().max() > 3e-5 * max(want[3].abs().max().item(), 1.0)
     check_against_cpu_op(emulated, args, TOL[dtype])
 
 

@@ -188,7 +188,8 @@ template <typename acc_t>
 LoopStatus lstm_cuda_forward_loop(const CudaSteps& s, const CudaForwardLoop<acc_t>& f,
                                   cublasHandle_t blas, cudaStream_t stream) {
   if (f.w_hh_16bit != nullptr &&
-      (f.route != StepRoute::gemm || f.w_hr != nullptr || f.persistent != nullptr ||
+      (!std::is_same_v<acc_t, float> || f.h0_16bit == nullptr || f.route != StepRoute::gemm ||
+       f.w_hr != nullptr || f.persistent != nullptr ||
        (f.out != OutType::f16 && f.out != OutType::bf16))) {
     return launch_status(cudaErrorInvalidValue,
                          "the 16-bit recurrent GEMMs (gemm route, 16-bit, no projection only)");

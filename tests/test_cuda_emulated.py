@@ -78,6 +78,12 @@ def check_against_cpu_op(emulated, args, tol):
         assert_close(g, c, tol, f"grad of {name}")
 
 
+def to_16bit(args, dtype):
+    """layer_args' list with every floating-point tensor in dtype."""
+    return [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else
+            [t.to(dtype) for t in a] if isinstance(a, list) else a for a in args]
+
+
 CASES = {"dense": dict(), "packed": dict(packed=True), "nobias": dict(bias=False),
          "proj": dict(proj=3), "packed-proj": dict(packed=True, proj=2),
          "one": dict(T=1, B=1, I=1, H=1)}
@@ -108,9 +114,7 @@ def test_emulated_cuda_op_16_bit(emulated, route, dtype, case):
     """16-bit layers run in float32 and come back in their dtype; y is rounded by the step
     kernels, or (projection) after the loop from the float32 h of every step."""
     torch.manual_seed(5)
-    args = layer_args(torch.float32, **case)
-    args = [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else
-            [t.to(dtype) for t in a] if isinstance(a, list) else a for a in args]
+    args = to_16bit(layer_args(torch.float32, **case), dtype)
     check_against_cpu_op(emulated, args, TOL[dtype])
 
 
@@ -161,11 +165,6 @@ def reference_16bit(args, round_h):
         ys[t], cs[t] = h_new, c_new
     y = torch.stack(ys) if batch_sizes is None else torch.cat(ys)
     return y, h.unsqueeze(0), c.unsqueeze(0), torch.cat(cs)
-
-
-def to_16bit(args, dtype):
-    return [a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else
-            [t.to(dtype) for t in a] if isinstance(a, list) else a for a in args]
 
 
 SIXTEEN_CASES = {"dense": dict(), "rev": dict(reverse=True), "packed": dict(packed=True),

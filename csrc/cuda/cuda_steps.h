@@ -2,6 +2,7 @@
 // the steps of one layer direction and how a loop reports a failure. Torch-free.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -18,6 +19,12 @@ struct CudaSteps {
   bool reverse;
   // The time index of the k-th step the forward processes.
   int64_t time(int64_t k) const { return reverse ? T - 1 - k : k; }
+  // How many of the k-th step's rows continue from the step processed before it (its rows
+  // [0, rows_from_prev(k)), at the same row); the rest start from h0 and c0: all of the
+  // first step's, and the rows a packed reverse layer gains.
+  int64_t rows_from_prev(int64_t k) const {
+    return k > 0 ? std::min(rows[time(k)], rows[time(k - 1)]) : 0;
+  }
 };
 
 // What went wrong, if anything: the launch, copy or cuBLAS call that failed first, and its

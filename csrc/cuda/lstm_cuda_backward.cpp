@@ -1,7 +1,6 @@
 // The CUDA backward of one layer direction (lstm_cuda_impl.h).
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <optional>
 
 #include "cuda_impl_common.h"
@@ -16,11 +15,6 @@ namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-
-inline void check_launch(cudaError_t err, const char* kernel) {
-  TORCH_CHECK(err == cudaSuccess, "lstm_layer_backward: launching ", kernel, " failed: ",
-              cudaGetErrorString(err));
-}
 
 template <typename acc_t>
 DirectionBackward backward_impl(
@@ -84,17 +78,19 @@ DirectionBackward backward_impl(
     int64_t* idx = index_cpu.data_ptr<int64_t>();
     for (int64_t k = 0; k < a.T; ++k) {
       const int64_t t = steps.time(k), off = a.offset[t], rows = a.rows[t];
-      const int64_t from_prev = k > 0 ? std::min(rows, a.rows[steps.time(k - 1)]) : 0;
+      const int64_t from_prev = steps.rows_from_prev(k);
       for (int64_t r = 0; r < rows; ++r) {
         idx[off + r] = r < from_prev ? a.offset[steps.time(k - 1)] + r : -(r + 1);
       }
     }
     const Tensor index = index_cpu.to(x.device());
     Tensor h_prev = at::empty({a.N, Hout}, opts);
-    check_launch(lstm_gather_rows<acc_t>(a.N, Hout, index.data_ptr<int64_t>(),
-                                         y2.data_ptr<acc_t>(), Hout, h0_c.data_ptr<acc_t>(),
-                                         Hout, h_prev.data_ptr<acc_t>(), Hout, stream),
-                 "lstm_gather_rows");
+    check_loop_status("lstm_layer_backward",
+                      launch_status(lstm_gather_rows<acc_t>(
+                                        a.N, Hout, index.data_ptr<int64_t>(),
+                                        y2.data_ptr<acc_t>(), Hout, h0_c.data_ptr<acc_t>(),
+                                        Hout, h_prev.data_ptr<acc_t>(), Hout, stream),
+                                    "lstm_gather_rows"));
     grad_w_hh = at::mm(dgates.t(), h_prev);
   } else {
     // Dense: step t starts from y of its neighbour step, except the first one from h0.
@@ -112,9 +108,12 @@ DirectionBackward backward_impl(
   if (a.has_proj) {
     // h_raw = o * tanh(c) of every step, recomputed from what forward saved.
     Tensor h_raw = at::empty({a.N, H}, opts);
-    check_launch(lstm_hidden_from_saved<acc_t>(a.N, H, loop.gates, G, loop.cells, H,
-                                               h_raw.data_ptr<acc_t>(), H, stream),
-                 "lstm_hidden_from_saved");
+    check_loop_status("lstm_layer_backward",
+                      launch_status(lstm_hidden_from_saved<acc_t>(a.N, H, loop.gates, G,
+                                                                  loop.cells, H,
+                                                                  h_raw.data_ptr<acc_t>(), H,
+                                                                  stream),
+                                    "lstm_hidden_from_saved"));
     grad_w_hr = at::mm(dh_total.t(), h_raw);  // [Hout, H]
   }
   const auto wdt = w_ih.scalar_type();

@@ -1,6 +1,4 @@
 // The CUDA backward time loop of one layer direction (lstm_cuda_loops.h).
-#include <algorithm>
-
 #include "cuda_blas.h"
 #include "lstm_cuda_kernels.h"
 #include "lstm_cuda_loops.h"
@@ -9,11 +7,8 @@ namespace fused_lstm::cuda {
 
 namespace {
 
-// The step before step k in this direction's order holds c_prev for its rows; rows it
-// lacked (packed, reverse) started from c0.
-int64_t prev_rows(const CudaSteps& s, int64_t k) {
-  return k > 0 ? std::min(s.rows[s.time(k)], s.rows[s.time(k - 1)]) : 0;
-}
+// The step before step k in this direction's order holds c_prev for its first
+// s.rows_from_prev(k) rows; the others started from c0.
 template <typename acc_t>
 const acc_t* c_prev(const CudaSteps& s, const CudaBackwardLoop<acc_t>& b, int64_t k) {
   return k > 0 ? b.cells + s.offset[s.time(k - 1)] * s.H : nullptr;
@@ -34,7 +29,7 @@ LoopStatus backward_steps_fused(const CudaSteps& s, const CudaBackwardLoop<acc_t
         lstm_backward_step<acc_t>(
             rows, H, t_next >= 0 ? b.dgates + s.offset[t_next] * G : nullptr, G,
             t_next >= 0 ? s.rows[t_next] : 0, b.dh, H, b.w_hh_t, b.gates + off * G, G,
-            b.cells + off * H, H, c_prev(s, b, k), H, prev_rows(s, k), b.c0, H,
+            b.cells + off * H, H, c_prev(s, b, k), H, s.rows_from_prev(k), b.c0, H,
             b.gy + off * H, H, b.dc, H, b.dgates + off * G, G, b.dg_last, G, stream),
         "lstm_backward_step");
   }
@@ -75,7 +70,7 @@ LoopStatus backward_steps_gemm(const CudaSteps& s, const CudaBackwardLoop<acc_t>
     }
     FUSED_LSTM_TRY(
         lstm_backward_pointwise<acc_t>(rows, H, b.gates + off * G, G, b.cells + off * H, H,
-                                       c_prev(s, b, k), H, prev_rows(s, k), b.c0, H, dh_in,
+                                       c_prev(s, b, k), H, s.rows_from_prev(k), b.c0, H, dh_in,
                                        dh_in_ld, dh_in2, Hout, b.dc, H, b.dgates + off * G, G,
                                        stream),
         "lstm_backward_pointwise");

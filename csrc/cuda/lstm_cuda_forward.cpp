@@ -45,28 +45,30 @@ DirectionForward forward_impl(const LayerArgs& a, const Tensor& x, const Tensor&
 
   // gates: [N, 4H] = x @ w_ih^T + b_ih + b_hh, for all steps in one GEMM.
   Tensor gates = at::empty({a.N, G}, opts);
+  const Tensor bias = a.has_bias ? as_compute(*b_ih, ct) + as_compute(*b_hh, ct) : Tensor();
   if (tensor_cores_16bit) {
     const Tensor x16 = x.contiguous().view({a.N, a.I});
     const Tensor w_ih16 = w_ih.to(dt).contiguous();
-    if (a.has_bias) gates.copy_((as_compute(*b_ih, ct) + as_compute(*b_hh, ct)).expand({a.N, G}));
+    if (a.has_bias) gates.copy_(bias.expand({a.N, G}));
     check_loop_status(
         "lstm_layer_forward",
         blas_status(gemm_rows_16bit(blas, dt == at::kBFloat16, a.N, G, a.I, x16.data_ptr(), a.I,
                                     w_ih16.data_ptr(), a.I, true, a.has_bias ? 1.0f : 0.0f,
                                     gates.data_ptr<float>(), G),
                     "the input projection GEMM (cuBLAS, 16-bit)"));
-  } else if (a.has_bias) {
-    at::addmm_out(gates, as_compute(*b_ih, ct) + as_compute(*b_hh, ct),
-                  as_compute(x, ct).view({a.N, a.I}), as_compute(w_ih, ct).t());
   } else {
-    at::mm_out(gates, as_compute(x, ct).view({a.N, a.I}), as_compute(w_ih, ct).t());
+    const Tensor x2 = as_compute(x, ct).view({a.N, a.I});
+    if (a.has_bias) {
+      at::addmm_out(gates, bias, x2, as_compute(w_ih, ct).t());
+    } else {
+      at::mm_out(gates, x2, as_compute(w_ih, ct).t());
+    }
   }
   Tensor h = fresh(h0, ct);                        // h: [B, Hout], becomes h_n
   Tensor c = fresh(c0, ct);                        // c: [B, H], becomes c_n
   Tensor y = at::empty({a.N, Hout}, x.options());  // y: [N, Hout] in the input dtype
   Tensor cells = at::empty({need_backward ? a.N : 0, H}, opts);  // cells: [N, H]
   const Tensor h0_c = as_compute(h0, ct);                        // read while h is written
-  const Tensor w_hh_c = as_compute(w_hh, ct);                    // [4H, Hout]
   const Tensor w_hr_c = a.has_proj ? as_compute(*w_hr, ct) : Tensor();  // [Hout, H]
 
   const std::optional<PersistentForwardShape> persistent = persistent_forward_plan(a, dt);
@@ -81,6 +83,8 @@ DirectionForward forward_impl(const LayerArgs& a, const Tensor& x, const Tensor&
       tensor_cores_16bit && route == StepRoute::gemm && !a.has_proj && !persistent;
   const Tensor w_hh16 = recurrent_16bit ? w_hh.to(dt).contiguous() : Tensor();
   const Tensor h0_16 = recurrent_16bit ? h0.to(dt).contiguous() : Tensor();
+  // Else w_hh in acc_t: [4H, Hout].
+  const Tensor w_hh_c = recurrent_16bit ? Tensor() : as_compute(w_hh, ct);
 
   const CudaForwardLoop<acc_t> loop{route,
                                     persistent ? &*persistent : nullptr,
@@ -93,7 +97,7 @@ DirectionForward forward_impl(const LayerArgs& a, const Tensor& x, const Tensor&
                                     need_backward ? cells.data_ptr<acc_t>() : nullptr,
                                     y.data_ptr(),
                                     ptr_or_null<acc_t>(hist),
-                                    w_hh_c.data_ptr<acc_t>(),
+                                    ptr_or_null<acc_t>(w_hh_c),
                                     ptr_or_null<acc_t>(w_hr_c),
                                     ptr_or_null<acc_t>(h_raw),
                                     recurrent_16bit ? w_hh16.data_ptr() : nullptr,

@@ -1,5 +1,4 @@
 // The CUDA forward time loop of one layer direction (lstm_cuda_loops.h).
-#include <algorithm>
 #include <type_traits>
 
 #include "cuda_blas.h"
@@ -96,11 +95,10 @@ LoopStatus forward_steps_fused(const CudaSteps& s, const CudaForwardLoop<acc_t>&
   acc_t* hist = y_is_hist ? static_cast<acc_t*>(f.y) : f.hist;
   for (int64_t k = 0; k < s.T; ++k) {
     const int64_t t = s.time(k), off = s.offset[t], rows = s.rows[t];
-    const int64_t t_prev = k > 0 ? s.time(k - 1) : -1;
-    const int64_t prev_rows = k > 0 ? std::min(rows, s.rows[t_prev]) : 0;
     FUSED_LSTM_TRY(
         fused_forward_step<acc_t>(f.out, rows, H, f.gates + off * G, f.w_hh,
-                                  k > 0 ? hist + s.offset[t_prev] * H : nullptr, prev_rows,
+                                  k > 0 ? hist + s.offset[s.time(k - 1)] * H : nullptr,
+                                  s.rows_from_prev(k),
                                   f.h0, f.c, f.cells ? f.cells + off * H : nullptr,
                                   hist + off * H, f.h, y_is_hist ? nullptr : f.y, off * H,
                                   f.need_backward, stream),
@@ -121,11 +119,10 @@ LoopStatus recurrent_product_16bit(const CudaSteps& s, const CudaForwardLoop<flo
   const int64_t G = 4 * s.H, Hout = s.Hout;
   const bool bf16 = f.out == OutType::bf16;
   const int64_t t = s.time(k), off = s.offset[t], rows = s.rows[t];
-  const int64_t t_prev = k > 0 ? s.time(k - 1) : -1;
-  const int64_t from_prev = k > 0 ? std::min(rows, s.rows[t_prev]) : 0;
+  const int64_t from_prev = s.rows_from_prev(k);
   if (from_prev > 0) {
     FUSED_LSTM_TRY_BLAS(gemm_rows_16bit(blas, bf16, from_prev, G, Hout,
-                                        row_16bit(f.y, s.offset[t_prev], Hout), Hout,
+                                        row_16bit(f.y, s.offset[s.time(k - 1)], Hout), Hout,
                                         f.w_hh_16bit, Hout, true, 1.0f, f.gates + off * G, G),
                         "the recurrent GEMM (cuBLAS, 16-bit)");
   }

@@ -47,7 +47,7 @@ struct CudaForwardLoop {
   // fused route reads each step's h_prev from it; the gemm route with a projection writes
   // h there, and the caller rounds it into y after the loop.
   acc_t* hist;
-  const acc_t* w_hh;   // [4H, Hout]
+  const acc_t* w_hh;   // [4H, Hout] (null where w_hh_16bit serves)
   const acc_t* w_hr;   // [Hout, H] with a projection, else null
   acc_t* h_raw;        // [B, H] scratch with a projection, else null
   // float16/bfloat16 layers whose recurrent products run on tensor cores (gemm route, no

@@ -24,11 +24,10 @@ StepRows<T> step_rows(const CudaSteps& s, int64_t k, const T* y, const T* cells)
   v.t = s.time(k);
   v.off = s.offset[v.t];
   v.rows = s.rows[v.t];
-  v.from_prev = 0;
+  v.from_prev = s.rows_from_prev(k);
   v.y_prev = v.c_prev = nullptr;
   if (k > 0) {
     const int64_t tp = s.time(k - 1);
-    v.from_prev = std::min(v.rows, s.rows[tp]);
     v.y_prev = y + s.offset[tp] * s.Hout;
     v.c_prev = cells + s.offset[tp] * s.H;
   }
